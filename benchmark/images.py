@@ -1,0 +1,197 @@
+"""Build the harness's Docker images locally: base, scorer and agent.
+
+- ``marathon-base``: a minimal Debian bookworm root file system made by ``debootstrap`` from the
+  host's configured Debian mirror and imported (no container registry is needed), with python3,
+  pytest, pytest-timeout and git.
+- ``marathon-scorer``: the base plus a non-root ``scorer`` user and the scorer's pytest config.
+- ``marathon-agent``: the base plus Node and exact versions of the Claude Code and Codex CLIs
+  from the npm registry, a non-root ``agent`` user and ``/workspace``.
+
+Every tag is ``<name>:<recipe hash>``: the first 12 hex digits of a SHA-256 over the recipe
+(Dockerfile text, files, pinned versions, and the parent's tag). An image whose tag exists is
+not rebuilt, so an unchanged recipe costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import docker.errors
+from pydantic import BaseModel
+
+from benchmark.docker_env import client
+from benchmark.errors import MarathonError
+
+RECIPES = Path(__file__).parent / "images"
+
+#: Debian suite of the base image.
+DEBIAN_SUITE = "bookworm"
+#: Packages of the base image (besides debootstrap's minbase set).
+BASE_PACKAGES = ("python3", "python3-pytest", "python3-pytest-timeout", "git", "ca-certificates", "procps")
+#: Exact agent CLI versions from the npm registry; recorded in every run's manifest.
+CLAUDE_CODE_VERSION = "2.1.330"
+CODEX_VERSION = "0.169.0"
+
+Log = Callable[[str], None]
+
+
+class ImageSet(BaseModel):
+    """Tags and image ids of the three harness images, as recorded in a run's manifest."""
+
+    base: str
+    """Tag of the base image, ``marathon-base:<hash>``."""
+    scorer: str
+    """Tag of the scorer image."""
+    agent: str | None = None
+    """Tag of the agent image (``None`` when it was not requested)."""
+    ids: dict[str, str] = {}
+    """Docker image id (``sha256:...``) per tag."""
+    claude_code_version: str = CLAUDE_CODE_VERSION
+    """Pinned ``@anthropic-ai/claude-code`` version in the agent image."""
+    codex_version: str = CODEX_VERSION
+    """Pinned ``@openai/codex`` version in the agent image."""
+
+
+def _hash(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def debian_mirror() -> str:
+    """The Debian mirror to bootstrap from: ``MARATHON_DEBIAN_MIRROR``, else the host's apt config.
+
+    Reads ``/etc/apt/sources.list`` (one-line format) and ``/etc/apt/sources.list.d/*.sources``
+    (deb822 format) and returns the first URI that serves the main Debian suite.
+
+    Raises:
+        MarathonError: no mirror is configured.
+    """
+    if os.environ.get("MARATHON_DEBIAN_MIRROR"):
+        return os.environ["MARATHON_DEBIAN_MIRROR"]
+    apt = Path("/etc/apt")
+    for src in sorted(apt.glob("sources.list.d/*.sources")):
+        for stanza in src.read_text(errors="replace").split("\n\n"):
+            fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
+            if "deb" in fields.get("Types", "").split() and DEBIAN_SUITE in fields.get("Suites", "").split():
+                return fields["URIs"].split()[0]
+    lst = apt / "sources.list"
+    if lst.exists():
+        for line in lst.read_text(errors="replace").splitlines():
+            m = re.match(rf"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+{DEBIAN_SUITE}\s", line)
+            if m:
+                return m.group(1)
+    raise MarathonError(
+        f"no Debian {DEBIAN_SUITE} mirror in /etc/apt/sources.list(.d): set MARATHON_DEBIAN_MIRROR"
+    )
+
+
+def _exists(tag: str) -> bool:
+    try:
+        client().images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _image_id(tag: str) -> str:
+    return client().images.get(tag).id
+
+
+def build_base(log: Log = print) -> str:
+    """Bootstrap and import the base image unless its tag exists; return the tag.
+
+    Takes about a minute (debootstrap) the first time. Needs root and ``debootstrap`` on the
+    host, and the Debian mirror reachable.
+
+    Raises:
+        MarathonError: debootstrap is missing or fails, or the import fails.
+    """
+    tag = f"marathon-base:{_hash('base', DEBIAN_SUITE, 'minbase', *BASE_PACKAGES)}"
+    if _exists(tag):
+        return tag
+    if not shutil.which("debootstrap"):
+        raise MarathonError("debootstrap not found: run `make setup` (installs it on Debian hosts)")
+    mirror = debian_mirror()
+    log(f"bootstrapping {tag} (debootstrap {DEBIAN_SUITE}, about a minute)")
+    with tempfile.TemporaryDirectory(prefix="marathon-rootfs-") as rootfs:
+        proc = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+             DEBIAN_SUITE, rootfs, mirror],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise MarathonError(f"debootstrap failed (exit {proc.returncode}): {tail[0]}")
+        log(f"importing {tag}")
+        tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+        repo, version = tag.split(":")
+        client().api.import_image_from_stream(tar.stdout, repository=repo, tag=version)
+        if tar.wait() != 0:
+            raise MarathonError(f"packing the root file system of {tag} failed")
+    return tag
+
+
+def _build_dockerfile(name: str, recipe: str, files: dict[str, bytes], parent: str,
+                      log: Log, network: bool = False, **params: str) -> str:
+    text = (RECIPES / recipe).read_text().format(base=parent, **params)
+    tag = f"{name}:{_hash(name, parent, text, *sorted(files), *files.values())}"
+    if _exists(tag):
+        return tag
+    log(f"building {tag}")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for fname, data in {"Dockerfile": text.encode(), **files}.items():
+            info = tarfile.TarInfo(fname)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    try:
+        for chunk in client().api.build(
+            fileobj=buf, custom_context=True, tag=tag, rm=True, forcerm=True, decode=True,
+            network_mode="host" if network else "none",
+        ):
+            if "error" in chunk:
+                raise MarathonError(f"building {tag} failed: {chunk['error'].strip()}")
+            line = chunk.get("stream", "").strip()
+            if line.startswith("Step "):
+                log(f"  {line}")
+    except docker.errors.APIError as e:
+        raise MarathonError(f"building {tag} failed: {e.explanation or e}") from None
+    return tag
+
+
+def build_images(agent: bool = True, log: Log = print) -> ImageSet:
+    """Build (or find) every harness image and return their tags and ids.
+
+    Args:
+        agent: also build the agent image (needs the npm registry; a few minutes the first time).
+        log: receives one line per build step.
+
+    Raises:
+        MarathonError: a build failed; the message names the image and the failing step.
+    """
+    base = build_base(log)
+    scorer = _build_dockerfile(
+        "marathon-scorer", "scorer.Dockerfile", {"pytest.ini": (RECIPES / "pytest.ini").read_bytes()},
+        base, log,
+    )
+    agent_tag = None
+    if agent:
+        agent_tag = _build_dockerfile(
+            "marathon-agent", "agent.Dockerfile", {}, base, log, network=True,
+            claude_code_version=CLAUDE_CODE_VERSION, codex_version=CODEX_VERSION,
+        )
+    tags = [t for t in (base, scorer, agent_tag) if t]
+    return ImageSet(base=base, scorer=scorer, agent=agent_tag, ids={t: _image_id(t) for t in tags})

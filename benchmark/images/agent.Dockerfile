@@ -1,0 +1,20 @@
+# Agent image: one container per trial; the agent CLIs at exact versions, a non-root user,
+# /workspace as a git repository. Built with host networking to reach the package registries;
+# containers started from it run on an internal network that reaches only the proxy.
+FROM {base}
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm \
+ && rm -rf /var/lib/apt/lists/*
+RUN npm install -g --no-fund --no-audit \
+      @anthropic-ai/claude-code@{claude_code_version} \
+      @openai/codex@{codex_version} \
+ && npm cache clean --force
+RUN useradd --uid 1000 --create-home --shell /bin/bash agent \
+ && mkdir -p /workspace && chown agent:agent /workspace
+ENV DISABLE_AUTOUPDATER=1 DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1 \
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 IS_SANDBOX=1
+USER 1000:1000
+WORKDIR /workspace
+RUN git config --global user.email agent@marathon.invalid \
+ && git config --global user.name "marathon agent" \
+ && git config --global init.defaultBranch main

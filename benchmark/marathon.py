@@ -1,0 +1,222 @@
+"""A marathon as data: ``episodes/NAME/marathon.toml`` names its episodes, briefs and gates.
+
+Adding a marathon needs no Python change: write the TOML, the briefs, the starter workspace,
+the reference solutions and the gate modules. A malformed file fails with a
+:class:`~benchmark.errors.MarathonError` that names the file and the field.
+
+Example ``marathon.toml``::
+
+    name = "ledger"
+    description = "An event ledger that grows over four episodes."
+    starter = "starter"
+    gates = "../../gates/ledger"
+    mutants = "../../gates/ledger/mutants"
+
+    [[episodes]]
+    id = "e1"
+    title = "Ingest"
+    brief = "e1/brief.md"
+    reference = "reference/e1"
+
+    [[gate]]
+    name = "idempotency"
+    active_from = "e1"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from benchmark.errors import MarathonError
+from benchmark.paths import EPISODES_DIR
+
+
+class EpisodeSpec(BaseModel):
+    """One episode of a marathon: the brief the agent is told and the reference solution."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    """Short identifier, unique in the marathon, e.g. ``e1``."""
+
+    title: str
+    """Human title, e.g. ``Ingest``."""
+
+    brief: Path
+    """Markdown brief, relative to the marathon directory: exactly what the agent is told."""
+
+    reference: Path
+    """The complete workspace as it should stand after this episode (the oracle)."""
+
+
+class GateSpec(BaseModel):
+    """A hidden gate: one pytest module of checks, active from an episode on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    """Gate name; its checks live in ``<gates dir>/test_<name>.py``."""
+
+    active_from: str
+    """Id of the first episode after which the gate is scored; it stays active afterwards."""
+
+    @property
+    def filename(self) -> str:
+        """The gate module's file name, ``test_<name>.py``."""
+        return f"test_{self.name}.py"
+
+
+class Marathon(BaseModel):
+    """A loaded, validated marathon. Paths are absolute once loaded by :func:`load_marathon`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    """Marathon name, equal to its directory name under ``episodes/``."""
+
+    description: str = ""
+    """One-paragraph description for reports."""
+
+    root: Path = Path(".")
+    """The marathon directory (holding ``marathon.toml``)."""
+
+    starter: Path
+    """The starter workspace the agent begins from."""
+
+    gates: Path
+    """Directory of gate modules (never enters an agent's container)."""
+
+    mutants: Path | None = None
+    """Directory of mutants: ``<gate>/<name>.patch`` regressions of the final reference."""
+
+    episodes: list[EpisodeSpec] = Field(min_length=1)
+    """Episodes in order."""
+
+    gate: list[GateSpec] = Field(min_length=1)
+    """Gates with their activation episode."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Marathon":
+        ids = [e.id for e in self.episodes]
+        for i, eid in enumerate(ids):
+            if eid in ids[:i]:
+                raise ValueError(f"episodes[{i}].id: duplicate episode {eid!r}")
+        names = [g.name for g in self.gate]
+        for i, g in enumerate(self.gate):
+            if g.name in names[:i]:
+                raise ValueError(f"gate[{i}].name: duplicate gate {g.name!r}")
+            if g.active_from not in ids:
+                raise ValueError(f"gate[{i}].active_from: unknown episode {g.active_from!r}")
+        return self
+
+    @property
+    def episode_ids(self) -> list[str]:
+        """Episode ids in order."""
+        return [e.id for e in self.episodes]
+
+    def episode(self, episode_id: str) -> EpisodeSpec:
+        """The episode with this id. Raises :class:`MarathonError` if there is none."""
+        for e in self.episodes:
+            if e.id == episode_id:
+                return e
+        raise MarathonError(f"marathon {self.name}: unknown episode {episode_id!r}")
+
+    def active_gates(self, through_episode: str) -> list[GateSpec]:
+        """Gates scored after ``through_episode``: every gate active from it or an earlier one."""
+        upto = self.episode_ids.index(self.episode(through_episode).id)
+        return [g for g in self.gate if self.episode_ids.index(g.active_from) <= upto]
+
+    def brief_text(self, episode_id: str) -> str:
+        """The brief of an episode, as the agent will read it."""
+        return self.episode(episode_id).brief.read_text(encoding="utf-8")
+
+    def content_hash(self) -> str:
+        """SHA-256 (hex) over every file of the marathon directory and its gates directory.
+
+        Two runs with the same hash used identical briefs, starter, references and gates.
+        """
+        h = hashlib.sha256()
+        for base in (self.root, self.gates):
+            for path in sorted(p for p in base.rglob("*") if p.is_file()):
+                if "__pycache__" in path.parts:
+                    continue
+                h.update(str(path.relative_to(base)).encode())
+                h.update(b"\0")
+                h.update(path.read_bytes())
+                h.update(b"\0")
+        return h.hexdigest()
+
+
+def _format_validation_error(toml_path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in first["loc"])
+    loc = loc.replace(".[", "[")
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{toml_path}: {loc + ': ' if loc else ''}{msg}"
+
+
+def resolve_marathon_path(name_or_path: str | Path) -> Path:
+    """Map a marathon name (``ledger``) or a directory / ``marathon.toml`` path to the TOML file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml":
+        return p
+    if p.is_dir():
+        return p / "marathon.toml"
+    return EPISODES_DIR / str(name_or_path) / "marathon.toml"
+
+
+def load_marathon(name_or_path: str | Path) -> Marathon:
+    """Load and validate a marathon by name or path.
+
+    Raises:
+        MarathonError: the file is missing or malformed, a field is invalid, or a referenced
+            file (brief, starter, reference, gate module) does not exist. The message names the
+            file and the field.
+    """
+    toml_path = resolve_marathon_path(name_or_path)
+    if not toml_path.is_file():
+        raise MarathonError(f"unknown marathon {str(name_or_path)!r}: {toml_path} not found")
+    try:
+        raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise MarathonError(f"{toml_path}: malformed TOML: {e}") from None
+    root = toml_path.parent.resolve()
+    try:
+        m = Marathon.model_validate({**raw, "root": root})
+    except ValidationError as e:
+        raise MarathonError(_format_validation_error(toml_path, e)) from None
+    if m.name != root.name:
+        raise MarathonError(f"{toml_path}: name: {m.name!r} differs from its directory {root.name!r}")
+
+    def need(rel: Path, field: str, kind: str = "file") -> Path:
+        path = (root / rel).resolve()
+        ok = path.is_file() if kind == "file" else path.is_dir()
+        if not ok:
+            raise MarathonError(f"{toml_path}: {field}: {kind} {rel} not found")
+        return path
+
+    episodes = [
+        e.model_copy(
+            update={
+                "brief": need(e.brief, f"episodes[{i}].brief"),
+                "reference": need(e.reference, f"episodes[{i}].reference", "directory"),
+            }
+        )
+        for i, e in enumerate(m.episodes)
+    ]
+    gates = need(m.gates, "gates", "directory")
+    for i, g in enumerate(m.gate):
+        if not (gates / g.filename).is_file():
+            raise MarathonError(f"{toml_path}: gate[{i}].name: gate module {gates / g.filename} not found")
+    return m.model_copy(
+        update={
+            "starter": need(m.starter, "starter", "directory"),
+            "gates": gates,
+            "mutants": need(m.mutants, "mutants", "directory") if m.mutants else None,
+            "episodes": episodes,
+        }
+    )

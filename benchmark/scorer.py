@@ -1,0 +1,258 @@
+"""The scorer: run a marathon's active gates against a workspace snapshot, in a sealed container.
+
+:func:`score` returns one :class:`CheckResult` per check of every gate active after an episode.
+The checks run in a fresh container of the scorer image: network disabled, non-root, memory
+and process limits, the gates directory mounted read-only, the snapshot copied in. Nothing from
+the snapshot reaches the test runner:
+
+- pytest runs as ``python3 -I`` (no ``PYTHON*`` variables, no user site, no current directory
+  on ``sys.path``), so a ``sitecustomize``/``usercustomize`` or ``.pth`` file in the snapshot is
+  never imported by the runner;
+- its configuration is the scorer image's own ``pytest.ini`` passed with ``-c``, the rootdir and
+  conftest cut-off are the gates directory, and the snapshot lives outside it, so no
+  ``conftest.py``, ``pytest.ini``, ``tox.ini``, ``setup.cfg`` or ``pyproject.toml`` of the
+  snapshot is read;
+- outcomes come from the JUnit XML report, matched against the list of checks read from the
+  gate modules' source on the host; a check missing from the report, or a report missing
+  altogether, is ``error``, never ``passed``.
+
+The product under test runs as a subprocess of the checks (``python3 -m <package>`` in a copy
+of the snapshot). It is trusted not to attack the runner process itself (same uid); the threat
+model is documented in ``docs/scorer.md``.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import tarfile
+import xml.etree.ElementTree as ET
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import docker.errors
+from pydantic import BaseModel, Field
+
+from benchmark.docker_env import LABEL, client
+from benchmark.errors import MarathonError
+from benchmark.marathon import GateSpec, Marathon
+
+#: Tags a check may carry (a pytest marker on the check function).
+Tag = Literal["genuine", "contract"]
+
+#: Directory of the snapshot inside the scorer container.
+SNAPSHOT_DIR = "/snapshot"
+#: Mount point of the gates directory inside the scorer container.
+GATES_DIR = "/gates"
+REPORT_PATH = "/report/junit.xml"
+
+
+class Outcome(str, Enum):
+    """Result of one check."""
+
+    passed = "passed"
+    """The check ran and its assertions held."""
+    failed = "failed"
+    """The check ran and an assertion failed: the product does not meet the gate."""
+    error = "error"
+    """The check could not give a verdict: scorer crash, timeout, missing report or check."""
+
+
+class CheckSpec(BaseModel):
+    """A check as declared in a gate module: ``test_*`` function with one tag marker."""
+
+    gate: str
+    """Gate name (the module ``test_<gate>.py``)."""
+    check: str
+    """Check name: the test function's name."""
+    tag: Tag | None
+    """``genuine`` (any competent implementation must pass) or ``contract`` (brief-only detail);
+    ``None`` if the function carries neither marker (the gate conftest then errors it)."""
+
+
+class CheckResult(CheckSpec):
+    """The scorer's verdict on one check of one snapshot."""
+
+    outcome: Outcome
+    """passed, failed or error."""
+    message: str = ""
+    """First line(s) of the failure or error, at most 500 characters; empty when passed."""
+    duration_s: float = Field(ge=0)
+    """Wall time of the check in seconds, as pytest measured it (0 when it did not run)."""
+
+
+class ScorerLimits(BaseModel):
+    """Resource limits of one scoring container."""
+
+    check_timeout_s: float = 60.0
+    """Per-check time limit in seconds (pytest-timeout); a check over it is ``error``."""
+    total_timeout_s: float = 300.0
+    """Limit for the whole scoring in seconds; past it the container is killed and every check
+    without a verdict is ``error``."""
+    mem_limit: str = "1g"
+    """Container memory limit (Docker syntax)."""
+    pids_limit: int = 256
+    """Maximum number of processes in the container."""
+    nano_cpus: int = 2_000_000_000
+    """CPU quota in units of 1e-9 CPUs (2 CPUs)."""
+
+
+def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:
+    """Read the checks of the given gates from their modules' source (no import, no execution).
+
+    Returns module-level ``test_*`` functions in source order with their tag marker.
+
+    Raises:
+        MarathonError: a gate module does not parse.
+    """
+    out: list[CheckSpec] = []
+    for gate in gates:
+        path = marathon.gates / gate.filename
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except SyntaxError as e:
+            raise MarathonError(f"{path}: line {e.lineno}: {e.msg}") from None
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                tags = {
+                    d.attr for d in node.decorator_list
+                    if isinstance(d, ast.Attribute) and d.attr in ("genuine", "contract")
+                }
+                tag = tags.pop() if len(tags) == 1 else None
+                out.append(CheckSpec(gate=gate.name, check=node.name, tag=tag))
+    return out
+
+
+def _tar_dir(src: Path, arcname: str) -> bytes:
+    """A tar of ``src`` under ``arcname``, owned by root, world-readable, without ``.git``."""
+    buf = io.BytesIO()
+
+    def scrub(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = Path(info.name).parts
+        if ".git" in parts or "__pycache__" in parts:
+            return None
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
+        return info
+
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(src), arcname=arcname, filter=scrub)
+    return buf.getvalue()
+
+
+def _read_report(container) -> bytes | None:
+    try:
+        stream, _ = container.get_archive(REPORT_PATH)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.getmembers()[0]
+        f = tar.extractfile(member)
+        return f.read() if f else None
+
+
+def _first_lines(text: str, limit: int = 500) -> str:
+    text = " ".join(line.strip() for line in text.strip().splitlines()[:3])
+    return text[:limit]
+
+
+def parse_junit(xml: bytes, checks: list[CheckSpec],
+                missing: str = "check not reported by the runner") -> list[CheckResult]:
+    """Match a JUnit XML report (pytest, xunit1) to the declared checks.
+
+    A declared check absent from the report is ``error`` with message ``missing``; a skipped
+    check is ``error`` too (gates never skip).
+    """
+    root = ET.fromstring(xml)
+    seen: dict[tuple[str, str], CheckResult] = {}
+    for case in root.iter("testcase"):
+        gate = case.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_")
+        name = case.get("name", "")
+        duration = float(case.get("time") or 0.0)
+        outcome, message = Outcome.passed, ""
+        for child in case:
+            if child.tag == "failure":
+                outcome, message = Outcome.failed, child.get("message") or child.text or "failed"
+            elif child.tag == "error":
+                outcome, message = Outcome.error, child.get("message") or child.text or "error"
+            elif child.tag == "skipped":
+                outcome, message = Outcome.error, "skipped: " + (child.get("message") or "")
+            else:
+                continue
+            break
+        seen[(gate, name)] = CheckResult(
+            gate=gate, check=name, tag=None, outcome=outcome,
+            message=_first_lines(message), duration_s=duration,
+        )
+    results = []
+    for spec in checks:
+        got = seen.get((spec.gate, spec.check))
+        if got is None:
+            results.append(CheckResult(**spec.model_dump(), outcome=Outcome.error,
+                                       message=missing, duration_s=0.0))
+        else:
+            results.append(got.model_copy(update={"tag": spec.tag}))
+    return results
+
+
+def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
+          image: str, limits: ScorerLimits | None = None) -> list[CheckResult]:
+    """Score a snapshot against every gate active after ``through_episode``.
+
+    Args:
+        snapshot: directory holding the workspace as the agent left it (``.git`` is ignored).
+        marathon: the loaded marathon.
+        through_episode: episode id; its gates and every earlier episode's gates are scored.
+        seed: the trial's seed, passed to the checks as ``MARATHON_SEED`` to generate inputs.
+        image: tag of the scorer image (see :func:`benchmark.images.build_images`).
+        limits: container limits and timeouts; defaults to :class:`ScorerLimits()`.
+
+    Returns:
+        One :class:`CheckResult` per declared check, in gate then source order.
+
+    Raises:
+        MarathonError: the snapshot is not a directory, or Docker is unreachable. A crash or
+            timeout of the scoring itself is not raised: it yields ``error`` outcomes.
+    """
+    limits = limits or ScorerLimits()
+    if not snapshot.is_dir():
+        raise MarathonError(f"snapshot {snapshot} is not a directory")
+    gates = marathon.active_gates(through_episode)
+    checks = list_checks(marathon, gates)
+    command = [
+        "python3", "-I", "-m", "pytest", "-c", "/opt/marathon/pytest.ini",
+        f"--rootdir={GATES_DIR}", f"--confcutdir={GATES_DIR}", "-p", "no:cacheprovider",
+        "-q", "--no-header", "-rN", f"--junitxml={REPORT_PATH}",
+        f"--timeout={limits.check_timeout_s:g}",
+        *(f"{GATES_DIR}/{g.filename}" for g in gates),
+    ]
+    docker_client = client()
+    container = docker_client.containers.create(
+        image, command, user="1000:1000", network_disabled=True, working_dir="/report",
+        environment={"MARATHON_SEED": str(seed), "MARATHON_SNAPSHOT": SNAPSHOT_DIR},
+        volumes={str(marathon.gates): {"bind": GATES_DIR, "mode": "ro"}},
+        mem_limit=limits.mem_limit, pids_limit=limits.pids_limit, nano_cpus=limits.nano_cpus,
+        labels={LABEL: "scorer"}, detach=True,
+    )
+    try:
+        container.put_archive("/", _tar_dir(snapshot, SNAPSHOT_DIR.lstrip("/")))
+        container.start()
+        try:
+            container.wait(timeout=limits.total_timeout_s)
+            crashed = None
+        except Exception:  # requests' ReadTimeout / ConnectionError: the scoring ran over
+            container.kill()
+            crashed = f"scoring timed out after {limits.total_timeout_s:g} s"
+        report = _read_report(container)
+        if report is None:
+            tail = container.logs(tail=5).decode(errors="replace")
+            reason = crashed or f"scorer produced no report: {_first_lines(tail) or 'no output'}"
+            return [CheckResult(**c.model_dump(), outcome=Outcome.error, message=reason,
+                                duration_s=0.0) for c in checks]
+        if crashed:
+            return parse_junit(report, checks, missing=crashed)
+        return parse_junit(report, checks)
+    finally:
+        container.remove(force=True)
