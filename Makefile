@@ -1,0 +1,48 @@
+# marathon: the two commands a newcomer needs are `make marathon` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+RUN_CONFIG ?= experiment.toml
+
+.PHONY: help setup docker-engine install images validate test marathon clean-containers
+
+help:
+	@echo "make marathon   install what is missing, build images, run the main job, print where results are"
+	@echo "make test       run the test suite (needs Docker; installs nothing)"
+	@echo "make setup      install the Python package and, on Debian, a Docker engine and debootstrap"
+	@echo "make validate   check the ledger marathon (references pass, starter and mutants fail)"
+
+install:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# On a Debian host without a running engine: install docker.io and debootstrap and start dockerd
+# (no iptables, no default bridge: the harness uses only internal networks). Elsewhere a missing
+# engine is a clear error.
+docker-engine:
+	@if docker info >/dev/null 2>&1 && command -v debootstrap >/dev/null; then exit 0; fi; \
+	if [ ! -f /etc/debian_version ]; then \
+	  echo "make setup: no Docker engine reachable and this is not a Debian host: install and start Docker yourself" >&2; exit 2; fi; \
+	if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  echo "installing docker.io and debootstrap"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null; fi; \
+	if ! docker info >/dev/null 2>&1; then \
+	  echo "starting dockerd"; \
+	  nohup dockerd --iptables=false --ip-masq=false --bridge=none >/tmp/marathon-dockerd.log 2>&1 & \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /tmp/marathon-dockerd.log" >&2; exit 2; }; fi
+
+setup: install docker-engine
+
+images: setup
+	marathon images build
+
+validate: images
+	marathon validate ledger
+
+test:
+	$(PYTHON) -m pytest
+
+marathon: images
+	marathon run -c $(RUN_CONFIG)
+
+clean-containers:
+	-docker ps -aq --filter label=org.marathon.run | xargs -r docker rm -f
