@@ -143,8 +143,24 @@ def build_base(log: Log = print) -> str:
     return tag
 
 
+def host_ca_bundle() -> bytes:
+    """The build host's CA bundle (PEM), for build steps that reach a registry over TLS.
+
+    Hosts behind a TLS-inspecting proxy trust an extra CA; the image's own bundle does not.
+    The bundle is used during the build only and does not enter the recipe hash.
+
+    Raises:
+        MarathonError: no bundle at ``/etc/ssl/certs/ca-certificates.crt`` or ``SSL_CERT_FILE``.
+    """
+    path = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
+    if not path.is_file():
+        raise MarathonError(f"no CA bundle at {path}: set SSL_CERT_FILE to the host's PEM bundle")
+    return path.read_bytes()
+
+
 def _build_dockerfile(name: str, recipe: str, files: dict[str, bytes], parent: str,
-                      log: Log, network: bool = False, **params: str) -> str:
+                      log: Log, network: bool = False, build_files: dict[str, bytes] | None = None,
+                      **params: str) -> str:
     text = (RECIPES / recipe).read_text().format(base=parent, **params)
     tag = f"{name}:{_hash(name, parent, text, *sorted(files), *files.values())}"
     if _exists(tag):
@@ -152,7 +168,7 @@ def _build_dockerfile(name: str, recipe: str, files: dict[str, bytes], parent: s
     log(f"building {tag}")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for fname, data in {"Dockerfile": text.encode(), **files}.items():
+        for fname, data in {"Dockerfile": text.encode(), **files, **(build_files or {})}.items():
             info = tarfile.TarInfo(fname)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -191,6 +207,7 @@ def build_images(agent: bool = True, log: Log = print) -> ImageSet:
     if agent:
         agent_tag = _build_dockerfile(
             "marathon-agent", "agent.Dockerfile", {}, base, log, network=True,
+            build_files={"build-ca.crt": host_ca_bundle()},
             claude_code_version=CLAUDE_CODE_VERSION, codex_version=CODEX_VERSION,
         )
     tags = [t for t in (base, scorer, agent_tag) if t]

@@ -5,10 +5,13 @@ FROM {base}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm \
  && rm -rf /var/lib/apt/lists/*
-RUN npm install -g --no-fund --no-audit \
+# build-ca.crt is the build host's CA bundle (for registries behind a TLS-inspecting proxy); it
+# is used for this step only and not kept in the image.
+COPY build-ca.crt /tmp/build-ca.crt
+RUN npm install -g --no-fund --no-audit --cafile=/tmp/build-ca.crt \
       @anthropic-ai/claude-code@{claude_code_version} \
       @openai/codex@{codex_version} \
- && npm cache clean --force
+ && npm cache clean --force && rm /tmp/build-ca.crt
 RUN useradd --uid 1000 --create-home --shell /bin/bash agent \
  && mkdir -p /workspace && chown agent:agent /workspace
 ENV DISABLE_AUTOUPDATER=1 DISABLE_TELEMETRY=1 DISABLE_ERROR_REPORTING=1 \
