@@ -1,0 +1,72 @@
+"""Time scoring one snapshot on every gate of a marathon, container start included.
+
+Prints the median wall time of ``benchmark.scorer.score`` on the final reference (all gates
+active) over N repetitions, beside two baselines: a bare ``docker run --rm IMAGE true`` and the
+same pytest run directly on the host (no container). Target (issue: ledger marathon): under
+3 s median on the 2-core machine.
+
+Usage: python benchmarks/bench_scorer.py [--marathon ledger] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchmark.docker_env import client
+from benchmark.images import build_images
+from benchmark.marathon import load_marathon
+from benchmark.scorer import Outcome, score
+
+TARGET_S = 3.0
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--marathon", default="ledger")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+
+    m = load_marathon(args.marathon)
+    image = build_images(agent=False, log=lambda line: None).scorer
+    last = m.episode_ids[-1]
+    ref = m.episode(last).reference
+    gates = m.active_gates(last)
+
+    results = score(ref, m, last, seed=0, image=image)  # warm-up and sanity check
+    n_pass = sum(r.outcome == Outcome.passed for r in results)
+    docker_client = client()
+
+    scored = _median_time(lambda: score(ref, m, last, seed=0, image=image), args.repeats)
+    bare = _median_time(lambda: docker_client.containers.run(image, "true", remove=True,
+                                                             network_disabled=True), args.repeats)
+    env = {**os.environ, "MARATHON_SNAPSHOT": str(ref), "MARATHON_SEED": "0"}
+    host = _median_time(lambda: subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={m.gates}",
+         *(str(m.gates / g.filename) for g in gates)],
+        env=env, capture_output=True, check=False), args.repeats)
+
+    print(f"marathon {m.name}: {len(gates)} gates, {len(results)} checks, {n_pass} passed on the reference")
+    print(f"score() median over {args.repeats}: {scored:.2f} s (target < {TARGET_S:.0f} s)")
+    print(f"  bare docker run --rm IMAGE true: {bare:.2f} s")
+    print(f"  same pytest run on the host:     {host:.2f} s")
+    print(f"  baseline sum:                    {bare + host:.2f} s; scorer overhead {scored - bare - host:+.2f} s")
+    print("PASS" if scored < TARGET_S else "OVER TARGET")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
