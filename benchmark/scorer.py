@@ -174,7 +174,10 @@ def parse_junit(xml: bytes, checks: list[CheckSpec],
         outcome, message = Outcome.passed, ""
         for child in case:
             if child.tag == "failure":
-                outcome, message = Outcome.failed, child.get("message") or child.text or "failed"
+                message = child.get("message") or child.text or "failed"
+                # pytest-timeout reports the scorer's per-check limit as a failure: no verdict.
+                timed_out = message.startswith("Failed: Timeout")
+                outcome = Outcome.error if timed_out else Outcome.failed
             elif child.tag == "error":
                 outcome, message = Outcome.error, child.get("message") or child.text or "error"
             elif child.tag == "skipped":

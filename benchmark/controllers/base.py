@@ -1,0 +1,114 @@
+"""The controller interface: how the attempts of one episode are run.
+
+A :class:`Controller` is given the trial's context, the episode, the agent and a scoring
+function; it runs one or more attempts and returns them. Scoring an attempt (commit, snapshot,
+every gate active after the episode, with the trial's seed) is the harness's job: the controller
+only calls ``score``. Attempts beyond the first of an episode are *recovery attempts*.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from benchmark.agents.base import Agent, AttemptContext, AttemptResult
+from benchmark.arms import Arm
+from benchmark.marathon import EpisodeSpec
+from benchmark.scorer import CheckResult, Outcome
+from benchmark.sandbox import Sandbox
+
+
+class Attempt(BaseModel):
+    """One attempt of an episode: the prompt, what the agent reported, and the scoring after."""
+
+    number: int
+    """Attempt number in the episode, 1-based; > 1 is a recovery attempt."""
+    prompt: str
+    """The prompt the agent was given (the brief, or feedback plus brief on a retry)."""
+    result: AttemptResult
+    """The agent's result."""
+    checks: list[CheckResult]
+    """Verdicts on every check of the gates active after the episode."""
+
+    @property
+    def gate_verdicts(self) -> dict[str, bool]:
+        """Gate name -> whether it passes (all its checks passed), in check order."""
+        verdicts: dict[str, bool] = {}
+        for c in self.checks:
+            verdicts[c.gate] = verdicts.get(c.gate, True) and c.outcome == Outcome.passed
+        return verdicts
+
+    @property
+    def gates_passed(self) -> int:
+        """Number of passing gates."""
+        return sum(self.gate_verdicts.values())
+
+    @property
+    def score(self) -> float:
+        """Share of the active gates that pass, 0..1 (0 when no gate is active)."""
+        verdicts = self.gate_verdicts
+        return sum(verdicts.values()) / len(verdicts) if verdicts else 0.0
+
+    @property
+    def green(self) -> bool:
+        """Whether every check passed."""
+        return all(c.outcome == Outcome.passed for c in self.checks)
+
+
+class TrialContext(Protocol):
+    """What a controller needs from the trial it runs in (implemented by the driver)."""
+
+    sandbox: Sandbox
+    """The trial's container."""
+    arm: Arm
+    """The trial's arm."""
+
+    def attempt_context(self, episode: EpisodeSpec, attempt: int, prompt: str) -> AttemptContext:
+        """Set up the attempt's artifacts (writes ``prompt.md``) and return its context."""
+        ...
+
+
+#: ``score(attempt number, agent result) -> check verdicts``: commits and snapshots the
+#: workspace and scores it against every gate active after the episode.
+ScoreFn = Callable[[int, AttemptResult], list[CheckResult]]
+
+
+class Controller(ABC):
+    """Runs the attempts of an episode. Subclasses set :attr:`name` and implement :meth:`run`."""
+
+    name: ClassVar[str]
+    """Registry name, e.g. ``single``."""
+    multi_attempt: ClassVar[bool] = False
+    """Whether the controller may make more than one attempt per episode (uses
+    ``arm.max_attempts``)."""
+
+    def __init__(self, arm: Arm):
+        self.arm = arm
+        """The arm the controller serves (feedback level, max attempts)."""
+
+    @abstractmethod
+    def run(self, trial: TrialContext, episode: EpisodeSpec, brief: str, agent: Agent,
+            score: ScoreFn) -> list[Attempt]:
+        """Run the episode's attempts and return them, in order (at least one).
+
+        Args:
+            trial: the trial's context (sandbox, arm, attempt set-up).
+            episode: the episode.
+            brief: the episode's brief, as the agent is told it.
+            agent: the agent.
+            score: scores the workspace after an attempt.
+
+        Raises:
+            Whatever the agent or ``score`` raise for harness failures.
+        """
+
+    def attempt(self, trial: TrialContext, episode: EpisodeSpec, agent: Agent, score: ScoreFn,
+                number: int, prompt: str) -> Attempt:
+        """Run one attempt with ``prompt`` and score it."""
+        ctx = trial.attempt_context(episode, number, prompt)
+        result = agent.run(trial.sandbox, prompt, ctx)
+        return Attempt(number=number, prompt=prompt, result=result, checks=score(number, result))
+

@@ -1,0 +1,190 @@
+"""An experiment as data: what ``marathon run`` runs, from flags and/or ``-c experiment.toml``.
+
+The run is the cross product arms x agents x models x efforts x replicates, each a *trial* that
+plays every episode of the marathon in order. Example ``experiment.toml``::
+
+    marathon = "ledger"
+    arms = ["prompt-only", "skill-only", "feedback-retry"]
+    agents = ["oracle"]
+    replicates = 2
+    seed_base = 0
+    jobs = 2
+    out = "results"
+    time_limit_s = 1800
+
+Command-line flags override the file's values. Agents that use no model (``oracle``, ``nop``)
+get model and effort ``none``. A trial's seed depends only on the seed base and the replicate,
+so every arm, agent and model of one replicate sees the same gate inputs (paired comparisons).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from benchmark.errors import MarathonError
+from benchmark.paths import RESULTS_DIR
+from benchmark.records import TrialKeys
+
+#: Model and effort of agents that use no model.
+NO_MODEL = "none"
+#: Model names with this prefix are simulated (a scripted server), flagged in the manifest.
+SIMULATED_PREFIX = "scripted/"
+
+#: Flag spelling of each field, for error messages about values given on the command line.
+FLAGS = {
+    "marathon": "--marathon", "arms": "--arm", "agents": "--agent", "models": "--model",
+    "effort": "--effort", "replicates": "--replicates", "seed_base": "--seed-base",
+    "jobs": "--jobs", "out": "--out", "time_limit_s": "--time-limit", "run_id": "--run-id",
+}
+
+
+class RunConfig(BaseModel):
+    """The full configuration of a run, as recorded in its manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    marathon: str
+    """Marathon name (a directory under ``episodes/``) or path."""
+    arms: list[str] = Field(min_length=1)
+    """Arm names (presets in ``arms/``) or paths to arm TOML files."""
+    agents: list[str] = Field(min_length=1)
+    """Agent names, e.g. ``oracle``."""
+    models: list[str] = []
+    """Models for agents that use one (names starting ``scripted/`` are simulated); must be
+    empty when no agent uses a model."""
+    effort: list[str] = []
+    """Reasoning efforts for agents that use a model; empty means ``default``."""
+    replicates: int = Field(default=1, ge=1)
+    """Trials per arm x agent x model x effort; replicate r of every combination shares a seed."""
+    seed_base: int = 0
+    """Base from which every replicate's seed is derived."""
+    jobs: int = Field(default=1, ge=1)
+    """Trials run concurrently."""
+    out: Path = RESULTS_DIR
+    """Directory under which the run directory ``<out>/<run id>`` is created."""
+    time_limit_s: float = Field(default=1800.0, gt=0)
+    """Per-attempt agent time limit in seconds."""
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Run id; generated from the start time when not given."""
+
+
+def derive_seed(seed_base: int, replicate: int) -> int:
+    """The seed of replicate ``replicate`` (1-based): a 31-bit integer from SHA-256 over the seed
+    base and the replicate, identical for every arm, agent and model."""
+    digest = hashlib.sha256(f"marathon-seed:{seed_base}:{replicate}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFF_FFFF
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+
+
+def trial_id(arm: str, agent: str, model: str, effort: str, replicate: int) -> str:
+    """The id of a trial, ``<arm>.<agent>.<model>.<effort>.r<replicate>`` (model and effort
+    slugged to ``[A-Za-z0-9_-]``)."""
+    return f"{_slug(arm)}.{_slug(agent)}.{_slug(model)}.{_slug(effort)}.r{replicate}"
+
+
+def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Merge an experiment TOML file (optional) with command-line values and validate.
+
+    Args:
+        config_file: path of an experiment TOML file, or ``None``.
+        overrides: field -> value from flags; ``None`` values and empty lists are ignored.
+
+    Raises:
+        MarathonError: the file is missing or malformed, or a value is invalid. The message
+            names the file and field, or the flag.
+    """
+    raw: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    if config_file is not None:
+        if not config_file.is_file():
+            raise MarathonError(f"-c: experiment file {config_file} not found")
+        try:
+            raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise MarathonError(f"{config_file}: malformed TOML: {e}") from None
+        except UnicodeDecodeError:
+            raise MarathonError(f"{config_file}: not UTF-8 text") from None
+        if isinstance(raw.get("out"), str):
+            raw["out"] = str((config_file.parent / raw["out"]).resolve())
+        source = {k: f"{config_file}: {k}" for k in raw}
+    for key, value in overrides.items():
+        if value is None or value == () or value == []:
+            continue
+        raw[key] = list(value) if isinstance(value, tuple) else value
+        source[key] = FLAGS.get(key, key)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        where = source.get(field) or (f"{config_file}: {field}" if config_file else FLAGS.get(field, field))
+        msg = first["msg"]
+        if first["type"] == "missing":
+            msg = f"required (give {FLAGS.get(field, field)} or set {field} in -c FILE)"
+        raise MarathonError(f"{where}: {msg}") from None
+
+
+def check_output_dir(out: Path) -> None:
+    """Check that a run directory can be created under ``out``, without writing anything.
+
+    Raises:
+        MarathonError: ``out`` (or an ancestor) is not a directory, or is not writable.
+    """
+    probe = out.resolve()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MarathonError(f"--out: {probe} is not a directory: cannot create {out}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise MarathonError(f"--out: {probe} is not writable")
+
+
+def plan_trials(config: RunConfig, run_id: str, marathon: str, uses_model: dict[str, bool]) -> list[TrialKeys]:
+    """The trials of a run, replicate-major (so an interrupted run has covered every arm of its
+    first replicates).
+
+    Args:
+        config: the validated configuration.
+        run_id: the run's id.
+        marathon: the marathon's name.
+        uses_model: agent name -> whether it uses a model.
+
+    Raises:
+        MarathonError: an agent needs a model and none is given, or models are given but no
+            agent uses one.
+    """
+    if config.models and not any(uses_model.values()):
+        raise MarathonError(f"--model: agents {', '.join(config.agents)} use no model: drop --model")
+    trials: list[TrialKeys] = []
+    for replicate in range(1, config.replicates + 1):
+        seed = derive_seed(config.seed_base, replicate)
+        for arm in config.arms:
+            for agent in config.agents:
+                if uses_model[agent]:
+                    if not config.models:
+                        raise MarathonError(f"--model: agent {agent!r} needs a model")
+                    combos = [(m, e) for m in config.models for e in (config.effort or ["default"])]
+                else:
+                    combos = [(NO_MODEL, NO_MODEL)]
+                for model, effort in combos:
+                    arm_name = Path(arm).stem
+                    trials.append(TrialKeys(
+                        run_id=run_id, trial_id=trial_id(arm_name, agent, model, effort, replicate),
+                        marathon=marathon, arm=arm_name, agent=agent, model=model, effort=effort,
+                        replicate=replicate, seed=seed,
+                    ))
+    ids = [t.trial_id for t in trials]
+    dup = next((i for i in ids if ids.count(i) > 1), None)
+    if dup:
+        raise MarathonError(f"--arm/--agent/--model: two trials would share the id {dup!r} (repeated value?)")
+    return trials

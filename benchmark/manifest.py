@@ -1,0 +1,174 @@
+"""The run manifest: ``<run dir>/manifest.json``, everything needed to know what a run ran.
+
+It records the full configuration, the harness version and git commit, the marathon's content
+hash, each arm's config hash, the image tags and ids, the agent CLI versions, the host, the
+planned trials, and the start and end of every driver session (the first and each resume).
+Runs with simulated models (names starting ``scripted/``) are flagged. The file is rewritten
+atomically (temp file + ``os.replace``) whenever it changes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from benchmark import __version__
+from benchmark.docker_env import client
+from benchmark.errors import MarathonError
+from benchmark.experiment import SIMULATED_PREFIX, RunConfig
+from benchmark.images import ImageSet
+from benchmark.paths import PROJECT_ROOT
+from benchmark.records import SCHEMA_VERSION, TrialKeys
+
+MANIFEST = "manifest.json"
+
+#: State of a run or of one driver session.
+RunStatus = Literal["running", "complete", "interrupted", "failed"]
+
+
+def utcnow() -> datetime:
+    """The current time, UTC, timezone-aware."""
+    return datetime.now(timezone.utc)
+
+
+class HostInfo(BaseModel):
+    """The machine a driver session ran on."""
+
+    hostname: str
+    """Host name."""
+    platform: str
+    """``platform.platform()``, e.g. ``Linux-6.1.0-x86_64-with-glibc2.36``."""
+    python: str
+    """Python version of the driver."""
+    cpus: int
+    """Logical CPUs."""
+    memory_bytes: int | None
+    """Physical memory in bytes, when known."""
+    docker_server_version: str
+    """Version of the Docker engine."""
+
+
+class Session(BaseModel):
+    """One driver process working on the run: the first start or a resume."""
+
+    started_at: datetime
+    """Start of the session (UTC)."""
+    ended_at: datetime | None = None
+    """End of the session (UTC); null while running or if the driver was killed."""
+    resume: bool
+    """Whether the session resumed an earlier one."""
+    pid: int
+    """Process id of the driver."""
+    jobs: int
+    """Trials run concurrently in this session."""
+    status: RunStatus = "running"
+    """How the session ended; ``running`` if it is running or was killed."""
+    host: HostInfo
+    """The machine."""
+    leftovers_removed: int = 0
+    """Containers and networks of a dead session removed at the start of this one."""
+
+
+class Manifest(BaseModel):
+    """The contents of ``manifest.json``."""
+
+    schema_version: int = SCHEMA_VERSION
+    """Version of the results layout (see docs/results-schema.md)."""
+    run_id: str
+    """Id of the run, also the run directory's name."""
+    harness_version: str = __version__
+    """Version of the ``marathon-bench`` package."""
+    git_commit: str | None
+    """Commit of the harness checkout; null outside a git checkout."""
+    git_dirty: bool | None
+    """Whether the checkout had uncommitted changes."""
+    config: RunConfig
+    """The full run configuration."""
+    marathon: str
+    """Marathon name."""
+    marathon_hash: str
+    """SHA-256 over the marathon's files and gates (:meth:`Marathon.content_hash`)."""
+    episodes: list[str]
+    """Episode ids, in order."""
+    arm_hashes: dict[str, str]
+    """Arm name -> SHA-256 over its TOML, instructions and skill (:meth:`Arm.config_hash`)."""
+    images: ImageSet
+    """Tags and ids of the harness images."""
+    agent_cli_versions: dict[str, str]
+    """Agent CLI -> exact version installed in the agent image."""
+    simulated: bool
+    """Whether any model of the run is simulated (name starts with ``scripted/``)."""
+    simulated_models: list[str]
+    """The simulated models."""
+    trials: list[TrialKeys]
+    """Every planned trial."""
+    started_at: datetime
+    """Start of the first session (UTC)."""
+    ended_at: datetime | None = None
+    """End of the last session, when it ended (UTC)."""
+    status: RunStatus = "running"
+    """``complete`` once every trial finished every episode."""
+    sessions: list[Session]
+    """Every driver session, in order."""
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the harness checkout, or (None, None) when it is not a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=30)
+        return commit.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def host_info() -> HostInfo:
+    """Facts about this machine and its Docker engine."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        memory = None
+    return HostInfo(
+        hostname=socket.gethostname(), platform=platform.platform(),
+        python=platform.python_version(), cpus=os.cpu_count() or 1, memory_bytes=memory,
+        docker_server_version=str(client().version().get("Version", "unknown")),
+    )
+
+
+def simulated_models(models: list[str]) -> list[str]:
+    """The models of a list that are simulated (``scripted/...``)."""
+    return [m for m in models if m.startswith(SIMULATED_PREFIX)]
+
+
+def write_manifest(run_dir: Path, manifest: Manifest) -> None:
+    """Write ``manifest.json`` atomically."""
+    path = run_dir / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: Path) -> Manifest:
+    """Read a run directory's manifest.
+
+    Raises:
+        MarathonError: the directory or its manifest is missing or unreadable.
+    """
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise MarathonError(f"{run_dir}: not a run directory ({MANIFEST} not found)")
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise MarathonError(f"{path}: unreadable manifest: {str(e).splitlines()[0]}") from None

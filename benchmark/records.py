@@ -1,0 +1,404 @@
+"""Result records: pydantic row models and their Parquet tables, written crash-safely.
+
+A run directory holds five tables in long (tidy) form, one Parquet file each, documented in
+``docs/results-schema.md``:
+
+- ``trials.parquet``: one row per planned trial;
+- ``episodes.parquet``: one row per finished episode of a trial;
+- ``attempts.parquet``: one row per attempt (the first and every recovery attempt);
+- ``checks.parquet``: one row per trial x episode x attempt x gate x check;
+- ``usage.parquet``: one row per model call or agent-reported usage figure (may be empty).
+
+Every row carries the trial keys (:class:`TrialKeys`). Rows are written once per finished episode
+as parts (``parts/<table>/<trial>.<episode>.parquet``, temp file + ``os.replace``; the
+``episodes`` part last, so an episode counts as finished only once all its parts are on disk),
+then the consolidated tables are rebuilt atomically from the parts of finished episodes. A part
+is named by its trial and episode, so re-running an unfinished episode after a crash replaces
+rather than duplicates; no finished episode's rows are ever lost.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import types
+import typing
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Version of the table layout; bumped on any incompatible change (see docs/results-schema.md).
+SCHEMA_VERSION = 1
+
+#: Names of the tables, in the order they are documented.
+TABLES = ("trials", "episodes", "attempts", "checks", "usage")
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrialKeys(_Row):
+    """The keys that identify a trial; every row of every table carries them."""
+
+    run_id: str
+    """Id of the run, e.g. ``20261121T105000Z-3f2a``."""
+    trial_id: str
+    """Id of the trial, unique in the run: ``<arm>.<agent>.<model>.<effort>.r<replicate>``."""
+    marathon: str
+    """Marathon name, e.g. ``ledger``."""
+    arm: str
+    """Arm name, e.g. ``feedback-retry``."""
+    agent: str
+    """Agent name, e.g. ``oracle``."""
+    model: str
+    """Model name as given to the agent; ``none`` for agents that use no model. Names starting
+    with ``scripted/`` are simulated models."""
+    effort: str
+    """Reasoning effort given to the agent; ``none`` for agents that use no model."""
+    replicate: int
+    """Replicate number, 1-based."""
+    seed: int
+    """The trial's seed, derived from the run's seed base and the replicate (shared by every
+    arm, agent and model of a replicate, for paired comparisons)."""
+
+
+class TrialRow(TrialKeys):
+    """One planned trial and how far it got."""
+
+    status: Literal["complete", "incomplete"]
+    """``complete`` when every episode finished, else ``incomplete`` (not started, interrupted
+    or failed; a resume finishes it)."""
+    episodes_planned: int
+    """Number of episodes of the marathon."""
+    episodes_done: int
+    """Number of finished episodes."""
+    attempts: int
+    """Attempts over the finished episodes."""
+    recovery_attempts: int
+    """Attempts beyond the first of their episode, over the finished episodes."""
+    final_score: float | None
+    """Share of the gates active after the last episode that pass, after its final attempt;
+    null until the trial is complete."""
+    last_score: float | None
+    """Score of the last finished episode; null before the first one finishes."""
+    started_at: datetime | None
+    """Start of the first finished episode (UTC)."""
+    ended_at: datetime | None
+    """End of the last finished episode (UTC)."""
+
+
+class EpisodeRow(TrialKeys):
+    """One finished episode of a trial."""
+
+    episode: str
+    """Episode id, e.g. ``e2``."""
+    episode_index: int
+    """Position of the episode in the marathon, 1-based."""
+    attempts: int
+    """Attempts made in the episode (at least 1)."""
+    recovery_attempts: int
+    """Attempts beyond the first."""
+    score: float
+    """Share of the gates active after this episode that pass after its final attempt (a gate
+    passes when all its checks pass); 0..1."""
+    gates_active: int
+    """Number of gates active after this episode."""
+    gates_passed: int
+    """Number of those passing after the final attempt."""
+    checks_total: int
+    """Number of checks of the active gates."""
+    checks_passed: int
+    """Number of checks passing after the final attempt."""
+    started_at: datetime
+    """When the episode's first attempt began (UTC)."""
+    ended_at: datetime
+    """When the episode's records were complete (UTC)."""
+    wall_s: float
+    """Wall time of the episode in seconds, agent time included."""
+    agent_s: float
+    """Seconds spent in the agent's attempts."""
+    scoring_s: float
+    """Seconds spent committing, exporting and scoring snapshots."""
+    overhead_s: float
+    """Harness overhead in seconds: ``wall_s - agent_s`` (container work, scoring, records)."""
+    commit: str | None
+    """Workspace commit after the final attempt; null if the agent broke the repository."""
+
+
+class AttemptRow(TrialKeys):
+    """One attempt of an episode: the agent run and the scoring of the workspace after it."""
+
+    episode: str
+    """Episode id."""
+    attempt: int
+    """Attempt number in the episode, 1-based."""
+    recovery: bool
+    """Whether this is a recovery attempt (number > 1)."""
+    outcome: Literal["ok", "agent_error", "timeout"]
+    """How the agent run ended: ``ok``, ``agent_error`` (non-zero exit or reported error) or
+    ``timeout`` (killed at the time limit)."""
+    exit_code: int | None
+    """Exit status of the agent process; null when killed or not a process."""
+    error: str
+    """One-line reason for ``agent_error`` or ``timeout``; empty when ``ok``."""
+    duration_s: float
+    """Wall time of the agent run in seconds."""
+    time_limit_s: float
+    """The attempt's time limit in seconds."""
+    score: float
+    """Share of the active gates passing after this attempt; 0..1."""
+    gates_active: int
+    """Number of gates active after the episode."""
+    gates_passed: int
+    """Number of those passing after this attempt."""
+    checks_total: int
+    """Number of checks scored."""
+    checks_passed: int
+    """Number of checks passing."""
+    scoring_s: float
+    """Seconds spent committing, exporting and scoring this attempt's snapshot."""
+    commit: str | None
+    """Workspace commit made after the attempt; null if the agent broke the repository."""
+    artifacts: str
+    """Directory of the attempt's artifacts, relative to the run directory
+    (``artifacts/<trial>/<episode>/<attempt>``: prompt.md, transcript, workspace.diff,
+    score.json)."""
+
+
+class CheckRow(TrialKeys):
+    """The verdict on one check of one gate after one attempt."""
+
+    episode: str
+    """Episode id."""
+    attempt: int
+    """Attempt number in the episode, 1-based."""
+    gate: str
+    """Gate name."""
+    gate_active_from: str
+    """Episode id from which the gate is active."""
+    check: str
+    """Check name (the test function's name)."""
+    tag: str | None
+    """``genuine`` or ``contract``; null if the check carries neither marker."""
+    outcome: Literal["passed", "failed", "error"]
+    """Verdict of the check."""
+    message: str
+    """First line(s) of the failure or error (at most 500 characters); empty when passed."""
+    duration_s: float
+    """Wall time of the check in seconds, as pytest measured it."""
+
+
+class UsageCall(_Row):
+    """One usage figure of an attempt: a model call seen by the proxy, or a total the agent
+    reported. Agents that use no model report none."""
+
+    source: Literal["proxy", "agent"]
+    """``proxy``: one model call observed by the harness's proxy; ``agent``: a figure from the
+    agent's own output (e.g. a CLI's final usage event)."""
+    model: str
+    """Model name as the API saw it."""
+    input_tokens: int = Field(ge=0)
+    """Input tokens (without cache reads and writes)."""
+    output_tokens: int = Field(ge=0)
+    """Output tokens (reasoning included where the provider counts it so)."""
+    cache_write_tokens: int = Field(default=0, ge=0)
+    """Input tokens written to the prompt cache."""
+    cache_read_tokens: int = Field(default=0, ge=0)
+    """Input tokens read from the prompt cache."""
+    reasoning_tokens: int = Field(default=0, ge=0)
+    """Reasoning tokens, where the provider reports them separately."""
+    cost_usd: float | None = None
+    """Cost in USD when known (reported or computed from a price table); null otherwise."""
+    latency_s: float | None = None
+    """Seconds from request to last byte (proxy only)."""
+    http_status: int | None = None
+    """HTTP status of the call (proxy only)."""
+
+
+class UsageRow(TrialKeys, UsageCall):
+    """One usage figure, with the trial keys and the attempt it belongs to."""
+
+    episode: str
+    """Episode id."""
+    attempt: int
+    """Attempt number in the episode, 1-based."""
+    call: int
+    """Index of the figure within the attempt, 0-based."""
+
+
+ROW_MODELS: dict[str, type[_Row]] = {
+    "trials": TrialRow, "episodes": EpisodeRow, "attempts": AttemptRow,
+    "checks": CheckRow, "usage": UsageRow,
+}
+
+
+def _arrow_type(annotation) -> tuple[pa.DataType, bool]:
+    """Arrow type of a field annotation and whether it is nullable."""
+    nullable = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        nullable = len(args) < len(typing.get_args(annotation))
+        annotation = args[0]
+        origin = typing.get_origin(annotation)
+    if origin is Literal:
+        annotation = type(typing.get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        annotation = str
+    mapping = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+               datetime: pa.timestamp("us", tz="UTC")}
+    return mapping[annotation], nullable
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of a table, from its row model: field order, types, nullability, and
+    ``marathon.schema_version`` / ``marathon.table`` metadata."""
+    fields = []
+    for name, info in ROW_MODELS[table].model_fields.items():
+        typ, nullable = _arrow_type(info.annotation)
+        fields.append(pa.field(name, typ, nullable=nullable))
+    return pa.schema(fields, metadata={"marathon.schema_version": str(SCHEMA_VERSION),
+                                       "marathon.table": table})
+
+
+def to_table(table: str, rows: list[_Row]) -> pa.Table:
+    """Rows of one table as an Arrow table with the table's schema (possibly zero rows)."""
+    return pa.Table.from_pylist([r.model_dump() for r in rows], schema=arrow_schema(table))
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file so that readers see the old file or the new one, never a torn one
+    (temp file in the same directory, fsync, ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class EpisodeRecords(BaseModel):
+    """Everything recorded about one finished episode of one trial."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    episode: EpisodeRow
+    """The episode's row."""
+    attempts: list[AttemptRow]
+    """One row per attempt."""
+    checks: list[CheckRow]
+    """One row per attempt x check."""
+    usage: list[UsageRow]
+    """Usage figures of the attempts (may be empty)."""
+
+
+class RecordStore:
+    """The tables of one run directory: parts per finished episode, consolidated tables.
+
+    Thread-safe: trials running concurrently call :meth:`write_episode`.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        """The run directory."""
+        self._lock = threading.Lock()
+        self._parts: dict[str, dict[tuple[str, str], pa.Table]] = {t: {} for t in TABLES if t != "trials"}
+        self._load_parts()
+
+    def _part_path(self, table: str, trial_id: str, episode: str) -> Path:
+        return self.run_dir / "parts" / table / f"{trial_id}.{episode}.parquet"
+
+    def _load_parts(self) -> None:
+        finished = set()
+        for path in (self.run_dir / "parts" / "episodes").glob("*.parquet"):
+            t = pq.read_table(path)
+            key = (t.column("trial_id")[0].as_py(), t.column("episode")[0].as_py())
+            finished.add(key)
+            self._parts["episodes"][key] = t
+        for table in ("attempts", "checks", "usage"):
+            for trial_id, episode in finished:
+                path = self._part_path(table, trial_id, episode)
+                # A finished episode has all its parts: they are written before its episodes part.
+                self._parts[table][(trial_id, episode)] = pq.read_table(path)
+
+    def finished(self) -> set[tuple[str, str]]:
+        """``(trial_id, episode)`` of every finished episode."""
+        with self._lock:
+            return set(self._parts["episodes"])
+
+    def episode_rows(self) -> list[EpisodeRow]:
+        """Rows of every finished episode, in no particular order."""
+        with self._lock:
+            tables = list(self._parts["episodes"].values())
+        return [EpisodeRow(**r) for t in tables for r in t.to_pylist()]
+
+    def write_episode(self, records: EpisodeRecords, planned: list[tuple[TrialKeys, int]]) -> None:
+        """Persist one finished episode, then rebuild the consolidated tables.
+
+        Args:
+            records: the episode's rows.
+            planned: every planned trial with its number of episodes (for ``trials.parquet``).
+        """
+        key = (records.episode.trial_id, records.episode.episode)
+        parts = {
+            "attempts": to_table("attempts", records.attempts),
+            "checks": to_table("checks", records.checks),
+            "usage": to_table("usage", records.usage),
+            "episodes": to_table("episodes", [records.episode]),
+        }
+        for table, data in parts.items():  # episodes last: it marks the episode finished
+            write_atomic(data, self._part_path(table, *key))
+        with self._lock:
+            for table, data in parts.items():
+                self._parts[table][key] = data
+            self._consolidate(planned)
+
+    def consolidate(self, planned: list[tuple[TrialKeys, int]]) -> None:
+        """Rebuild every consolidated table from the parts of finished episodes."""
+        with self._lock:
+            self._consolidate(planned)
+
+    def _consolidate(self, planned: list[tuple[TrialKeys, int]]) -> None:
+        for table, parts in self._parts.items():
+            if parts:
+                data = pa.concat_tables([parts[k] for k in sorted(parts)])
+            else:
+                data = to_table(table, [])
+            write_atomic(data, self.run_dir / f"{table}.parquet")
+        write_atomic(to_table("trials", self._trial_rows(planned)), self.run_dir / "trials.parquet")
+
+    def _trial_rows(self, planned: list[tuple[TrialKeys, int]]) -> list[TrialRow]:
+        by_trial: dict[str, list[dict]] = {}
+        for t in self._parts["episodes"].values():
+            for r in t.to_pylist():
+                by_trial.setdefault(r["trial_id"], []).append(r)
+        rows = []
+        for keys, n_episodes in planned:
+            eps = sorted(by_trial.get(keys.trial_id, []), key=lambda r: r["episode_index"])
+            done = len(eps)
+            rows.append(TrialRow(
+                **keys.model_dump(),
+                status="complete" if done == n_episodes else "incomplete",
+                episodes_planned=n_episodes, episodes_done=done,
+                attempts=sum(r["attempts"] for r in eps),
+                recovery_attempts=sum(r["recovery_attempts"] for r in eps),
+                final_score=eps[-1]["score"] if done == n_episodes and eps else None,
+                last_score=eps[-1]["score"] if eps else None,
+                started_at=eps[0]["started_at"] if eps else None,
+                ended_at=eps[-1]["ended_at"] if eps else None,
+            ))
+        return rows
+
+
+def read_table(run_dir: Path, table: str) -> pa.Table:
+    """Read one consolidated table of a run directory (an empty table if none was written)."""
+    path = run_dir / f"{table}.parquet"
+    if not path.is_file():
+        return to_table(table, [])
+    return pq.read_table(path)
