@@ -201,7 +201,8 @@ def parse_junit(xml: bytes, checks: list[CheckSpec],
 
 
 def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
-          image: str, limits: ScorerLimits | None = None) -> list[CheckResult]:
+          image: str, limits: ScorerLimits | None = None,
+          labels: dict[str, str] | None = None) -> list[CheckResult]:
     """Score a snapshot against every gate active after ``through_episode``.
 
     Args:
@@ -211,6 +212,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         seed: the trial's seed, passed to the checks as ``MARATHON_SEED`` to generate inputs.
         image: tag of the scorer image (see :func:`benchmark.images.build_images`).
         limits: container limits and timeouts; defaults to :class:`ScorerLimits()`.
+        labels: extra Docker labels for the scoring container (the driver passes the run id
+            under :data:`~benchmark.docker_env.LABEL` so a dead run's leftovers are found).
 
     Returns:
         One :class:`CheckResult` per declared check, in gate then source order.
@@ -237,7 +240,7 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         environment={"MARATHON_SEED": str(seed), "MARATHON_SNAPSHOT": SNAPSHOT_DIR},
         volumes={str(marathon.gates): {"bind": GATES_DIR, "mode": "ro"}},
         mem_limit=limits.mem_limit, pids_limit=limits.pids_limit, nano_cpus=limits.nano_cpus,
-        labels={LABEL: "scorer"}, detach=True,
+        labels={LABEL: "scorer", **(labels or {})}, detach=True,
     )
     try:
         container.put_archive("/", _tar_dir(snapshot, SNAPSHOT_DIR.lstrip("/")))

@@ -9,7 +9,7 @@ import pytest
 
 from benchmark.errors import MarathonError
 from benchmark.marathon import load_marathon
-from tests.conftest import FIXTURES
+from tests.answer_fixtures import ANSWER, answer, scorer_image  # noqa: F401
 
 
 def test_ledger_loads_with_six_gates_over_four_episodes():
@@ -22,8 +22,8 @@ def test_ledger_loads_with_six_gates_over_four_episodes():
 
 
 def test_content_hash_changes_with_any_file(tmp_path):
-    root = tmp_path / "tiny"
-    shutil.copytree(FIXTURES / "tiny", root)
+    root = tmp_path / "answer"
+    shutil.copytree(ANSWER, root)
     before = load_marathon(root).content_hash()
     assert load_marathon(root).content_hash() == before
     (root / "gates" / "test_answer.py").write_text("# changed\n", encoding="utf-8")
@@ -31,8 +31,8 @@ def test_content_hash_changes_with_any_file(tmp_path):
 
 
 def _broken(tmp_path: Path, old: str, new: str) -> Path:
-    root = tmp_path / "tiny"
-    shutil.copytree(FIXTURES / "tiny", root)
+    root = tmp_path / "answer"
+    shutil.copytree(ANSWER, root)
     toml = root / "marathon.toml"
     text = toml.read_text()
     assert old in text
@@ -45,11 +45,11 @@ def _broken(tmp_path: Path, old: str, new: str) -> Path:
     [
         ('brief = "e1/brief.md"', 'brief = "e9/brief.md"', "episodes[0].brief: file e9/brief.md not found"),
         ('active_from = "e1"', 'active_from = "e7"', "gate[0].active_from: unknown episode 'e7'"),
-        ('name = "answer"', 'name = "missing"', "gate[0].name: gate module"),
+        ('[[gate]]\nname = "answer"', '[[gate]]\nname = "missing"', "gate[0].name: gate module"),
         ('starter = "starter"', 'starter = "nowhere"', "starter: directory nowhere not found"),
-        ('name = "tiny"', 'name = "other"', "name: 'other' differs from its directory 'tiny'"),
+        ('name = "answer"', 'name = "other"', "name: 'other' differs from its directory 'answer'"),
         ('title = "Answer"', 'title = "Answer"\ncolour = "red"', "episodes[0].colour: Extra inputs"),
-        ('name = "tiny"', 'name = "tiny', "malformed TOML"),
+        ('name = "answer"', 'name = "answer', "malformed TOML"),
         ('[[gate]]', '[[episodes]]\nid = "e1"\ntitle = "x"\nbrief = "e1/brief.md"\nreference = "reference/e1"\n\n[[gate]]',
          "episodes[1].id: duplicate episode 'e1'"),
     ],

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import shutil
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
 
-from benchmark.docker_env import LABEL, client
+from benchmark.docker_env import client
 from benchmark.scorer import CheckSpec, Outcome, ScorerLimits, list_checks, parse_junit, score
-from tests.conftest import FIXTURES
+from tests.answer_fixtures import ANSWER, answer, scorer_image  # noqa: F401
 
-TINY = FIXTURES / "tiny"
+
 
 
 def _outcomes(results) -> dict[str, Outcome]:
@@ -21,8 +22,8 @@ def _outcomes(results) -> dict[str, Outcome]:
 
 def _snapshot(tmp_path: Path, main_py: str, extra: dict[str, str] | None = None) -> Path:
     snap = tmp_path / "snap"
-    shutil.copytree(TINY / "starter", snap)
-    (snap / "tiny" / "__main__.py").write_text(main_py)
+    shutil.copytree(ANSWER / "starter", snap)
+    (snap / "answer" / "__main__.py").write_text(main_py)
     for rel, text in (extra or {}).items():
         path = snap / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,8 +31,8 @@ def _snapshot(tmp_path: Path, main_py: str, extra: dict[str, str] | None = None)
     return snap
 
 
-def test_list_checks_reads_tags_from_source(tiny):
-    checks = list_checks(tiny, tiny.gate)
+def test_list_checks_reads_tags_from_source(answer):
+    checks = list_checks(answer, answer.gate)
     assert [(c.check, c.tag) for c in checks] == [
         ("test_prints_42", "genuine"), ("test_exit_zero", "contract"),
         ("test_seed_is_passed", "genuine"), ("test_untagged_check", None),
@@ -56,20 +57,20 @@ def test_parse_junit_missing_and_skipped_checks_are_errors():
 
 
 @pytest.mark.docker
-def test_reference_passes_and_starter_fails(tiny, scorer_image):
-    ref = score(tiny.episode("e1").reference, tiny, "e1", seed=3, image=scorer_image)
+def test_reference_passes_and_starter_fails(answer, scorer_image):
+    ref = score(answer.episode("e1").reference, answer, "e1", seed=3, image=scorer_image)
     assert _outcomes(ref) == {"test_prints_42": Outcome.passed, "test_exit_zero": Outcome.passed,
                               "test_seed_is_passed": Outcome.passed, "test_untagged_check": Outcome.passed}
     assert all(r.gate == "answer" for r in ref)
     assert {r.check: r.tag for r in ref}["test_exit_zero"] == "contract"
-    starter = score(tiny.starter, tiny, "e1", seed=3, image=scorer_image)
+    starter = score(answer.starter, answer, "e1", seed=3, image=scorer_image)
     assert _outcomes(starter)["test_prints_42"] == Outcome.failed
     assert _outcomes(starter)["test_exit_zero"] == Outcome.failed
     assert all(r.message for r in starter if r.outcome == Outcome.failed)
 
 
 @pytest.mark.docker
-def test_snapshot_files_cannot_influence_the_runner(tmp_path, tiny, scorer_image):
+def test_snapshot_files_cannot_influence_the_runner(tmp_path, answer, scorer_image):
     """A failing product ships every known way to tamper with pytest or Python start-up."""
     force_pass = """
         import pytest
@@ -82,7 +83,7 @@ def test_snapshot_files_cannot_influence_the_runner(tmp_path, tiny, scorer_image
     """
     snap = _snapshot(tmp_path, 'print(41)', {
         "conftest.py": force_pass,
-        "tiny/conftest.py": force_pass,
+        "answer/conftest.py": force_pass,
         "pytest.ini": "[pytest]\naddopts = -p no:junitxml --co\n",
         "tox.ini": "[pytest]\naddopts = --co\n",
         "setup.cfg": "[tool:pytest]\naddopts = --co\n",
@@ -91,14 +92,14 @@ def test_snapshot_files_cannot_influence_the_runner(tmp_path, tiny, scorer_image
         "usercustomize.py": "import os; os._exit(0)\n",
         "evil.pth": "import os; os._exit(0)\n",
     })
-    results = score(snap, tiny, "e1", seed=1, image=scorer_image)
+    results = score(snap, answer, "e1", seed=1, image=scorer_image)
     assert _outcomes(results)["test_prints_42"] == Outcome.failed
 
 
 @pytest.mark.docker
-def test_check_over_its_time_limit_is_error_not_failed(tmp_path, tiny, scorer_image):
+def test_check_over_its_time_limit_is_error_not_failed(tmp_path, answer, scorer_image):
     snap = _snapshot(tmp_path, "import time; time.sleep(60)")
-    results = score(snap, tiny, "e1", seed=1, image=scorer_image,
+    results = score(snap, answer, "e1", seed=1, image=scorer_image,
                     limits=ScorerLimits(check_timeout_s=2, total_timeout_s=60))
     got = {r.check: r for r in results}
     assert got["test_prints_42"].outcome == Outcome.error
@@ -107,30 +108,31 @@ def test_check_over_its_time_limit_is_error_not_failed(tmp_path, tiny, scorer_im
 
 
 @pytest.mark.docker
-def test_scoring_over_its_total_limit_errors_every_check(tmp_path, tiny, scorer_image):
+def test_scoring_over_its_total_limit_errors_every_check(tmp_path, answer, scorer_image):
     snap = _snapshot(tmp_path, "import time; time.sleep(60)")
-    results = score(snap, tiny, "e1", seed=1, image=scorer_image,
+    results = score(snap, answer, "e1", seed=1, image=scorer_image,
                     limits=ScorerLimits(check_timeout_s=30, total_timeout_s=3))
     assert {r.outcome for r in results} == {Outcome.error}
     assert all("timed out" in r.message for r in results)
 
 
 @pytest.mark.docker
-def test_scoring_leaves_no_container_and_has_no_network(tmp_path, tiny, scorer_image):
+def test_scoring_leaves_no_container_and_has_no_network(tmp_path, answer, scorer_image):
     """The product cannot reach the network from inside the scorer (no interface but lo)."""
     snap = _snapshot(tmp_path, textwrap.dedent("""
         import socket
         names = sorted(n for _, n in socket.if_nameindex())
         print(42 if names == ["lo"] else names)
     """))
-    results = score(snap, tiny, "e1", seed=1, image=scorer_image)
+    mark = f"test-{uuid.uuid4().hex}"
+    results = score(snap, answer, "e1", seed=1, image=scorer_image, labels={"org.marathon.test": mark})
     assert _outcomes(results)["test_prints_42"] == Outcome.passed
-    leftovers = client().containers.list(all=True, filters={"label": f"{LABEL}=scorer"})
+    leftovers = client().containers.list(all=True, filters={"label": f"org.marathon.test={mark}"})
     assert leftovers == []
 
 
 @pytest.mark.docker
-def test_gates_are_read_only_and_runner_is_not_root(tmp_path, tiny, scorer_image):
+def test_gates_are_read_only_and_runner_is_not_root(tmp_path, answer, scorer_image):
     snap = _snapshot(tmp_path, textwrap.dedent("""
         import os
         try:
@@ -139,5 +141,5 @@ def test_gates_are_read_only_and_runner_is_not_root(tmp_path, tiny, scorer_image
         except OSError:
             print(42 if os.getuid() != 0 else "root")
     """))
-    results = score(snap, tiny, "e1", seed=1, image=scorer_image)
+    results = score(snap, answer, "e1", seed=1, image=scorer_image)
     assert _outcomes(results)["test_prints_42"] == Outcome.passed

@@ -7,12 +7,12 @@ import subprocess
 import pytest
 
 from benchmark.validate import validate
-from tests.conftest import FIXTURES
+from tests.answer_fixtures import ANSWER, answer, scorer_image  # noqa: F401
 
 
 @pytest.mark.docker
-def test_validate_reports_each_finding(tiny, scorer_image):
-    findings = {f.item: f for f in validate(tiny, image=scorer_image, seed=0, jobs=2)}
+def test_validate_reports_each_finding(answer, scorer_image):
+    findings = {f.item: f for f in validate(answer, image=scorer_image, seed=0, jobs=2)}
     assert findings["reference e1 passes its active gates"].ok
     assert findings["starter fails every gate"].ok
     assert findings["mutant answer/print41 fails its gate"].ok
@@ -25,7 +25,7 @@ def test_validate_reports_each_finding(tiny, scorer_image):
 
 @pytest.mark.docker
 def test_validate_cli_exits_1_on_a_failed_finding(scorer_image):
-    proc = subprocess.run(["marathon", "validate", str(FIXTURES / "tiny")], capture_output=True, text=True)
+    proc = subprocess.run(["marathon", "validate", str(ANSWER)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "FAIL mutant answer/comment_only fails its gate" in proc.stderr
 
