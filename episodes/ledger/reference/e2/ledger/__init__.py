@@ -1,0 +1,1 @@
+"""ledger: a command-line event ledger (run it with ``python3 -m ledger``)."""
