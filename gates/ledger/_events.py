@@ -1,0 +1,401 @@
+"""Seeded event generation and an independent model of the ledger specification.
+
+Everything a gate check needs to *build* an input and *predict* the product's
+state lives here, so that the checks themselves stay short:
+
+- :class:`EventGen` produces realistic, seeded events (``acct-0003``,
+  ``name.surname@example.org``, 16-digit card numbers, ISO UTC ``ts`` in order)
+  that are valid under every episode's rules: every account opens with a large
+  credit and debits are kept small enough that no debit (nor a re-sent copy of
+  one) can ever overdraw, and time moves forward in small steps so nothing is
+  too late unless a check asks for it.
+- :class:`Model` is a tiny re-implementation of the final (E4) classification
+  rules: rejected, duplicate, late, applied. It computes the expected counts,
+  balances, hourly windows and reject records of any sequence of invocations.
+- A few helpers render and read the product's files.
+
+The generator never decides what the product should do; the model does. Checks
+assert that their generated inputs contain no unintended rejects or late
+events (see :meth:`Model.ingest`), so a generator bug shows up as a check
+error rather than as a silently wrong expectation.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import random
+import re
+import time
+import zlib
+from pathlib import Path
+
+#: Default allowed lateness in seconds (E3).
+DEFAULT_LATENESS = 3600
+
+#: An account's first event is a credit of at least this many cents, and no
+#: debit ever takes a generated account's balance below it.
+FLOOR = 5_000
+
+#: Largest generated debit: never more than FLOOR, so any debit (original,
+#: re-sent copy or late) fits in every generated account's balance.
+MAX_DEBIT = FLOOR
+
+FIRST_NAMES = (
+    "jane", "omar", "li", "ana", "pierre", "fatima", "kenji", "olga", "noah",
+    "amara", "diego", "ines", "yusuf", "mia", "tomas", "priya", "lars", "zoe",
+)
+SURNAMES = (
+    "doe", "haddad", "wei", "silva", "martin", "khan", "sato", "ivanova",
+    "smith", "okafor", "lopez", "moreau", "demir", "rossi", "novak", "patel",
+    "berg", "taylor",
+)
+DOMAINS = ("example.org", "example.com", "example.net")
+
+TS_RE = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+REQUIRED = ("id", "account", "type", "amount", "ts")
+
+
+# --------------------------------------------------------------------------- time
+
+
+def iso(epoch: int) -> str:
+    """Format epoch seconds as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def epoch(ts: str) -> int:
+    """Parse ``YYYY-MM-DDTHH:MM:SSZ`` into epoch seconds."""
+    return calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def hour_key(ts: str) -> str:
+    """The hourly window key of an event time: ``YYYY-MM-DDTHH:00:00Z``."""
+    return ts[:13] + ":00:00Z"
+
+
+# ------------------------------------------------------------------------ masking
+
+
+def mask_email(email: str) -> str:
+    """``jane.doe@example.org`` -> ``j***@example.org`` (the spec's masking)."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_card(card: str) -> str:
+    """``4111111111111111`` -> ``****1111`` (the spec's masking)."""
+    return "****" + card[-4:]
+
+
+# ---------------------------------------------------------------------- generator
+
+
+def rng_for(seed: int, salt: str) -> random.Random:
+    """A ``random.Random`` seeded from the trial seed plus a per-check salt."""
+    return random.Random(seed * 1_000_003 + zlib.crc32(salt.encode("utf-8")))
+
+
+class EventGen:
+    """Seeded generator of realistic events valid under every episode's rules.
+
+    Events come out in time order (``step`` = 1..12 s apart by default). The
+    generator tracks the balance of every account as if each event it returns
+    from :meth:`event` were applied, and keeps every balance >= ``FLOOR``
+    after an account's opening credit, while debits are at most ``MAX_DEBIT``.
+    Events made with :meth:`stray` do not count towards the balances (use them
+    for events that must not be applied, such as too-late ones).
+    """
+
+    def __init__(self, seed: int, salt: str, n_accounts: int = 6):
+        self.rng = rng_for(seed, salt)
+        numbers = self.rng.sample(range(1, 10_000), n_accounts)
+        self.accounts = [f"acct-{n:04d}" for n in numbers]
+        self.customers = {acct: self._customer() for acct in self.accounts}
+        # Some day in 2024, at a random second, so windows cross hour boundaries.
+        self.clock = epoch("2024-01-01T00:00:00Z") + self.rng.randrange(360) * 86_400
+        self.clock += self.rng.randrange(86_400)
+        self.balances: dict[str, int] = {}
+        self._ids: set[str] = set()
+
+    def _customer(self) -> tuple[str, str]:
+        first = self.rng.choice(FIRST_NAMES)
+        last = self.rng.choice(SURNAMES)
+        email = f"{first}.{last}{self.rng.randrange(10, 100)}@{self.rng.choice(DOMAINS)}"
+        card = self.rng.choice("45") + "".join(self.rng.choice("0123456789") for _ in range(15))
+        return email, card
+
+    def new_id(self) -> str:
+        """A fresh, unique event id such as ``evt-00017-3fa2c1``."""
+        while True:
+            event_id = f"evt-{len(self._ids) + 1:05d}-{self.rng.getrandbits(24):06x}"
+            if event_id not in self._ids:
+                self._ids.add(event_id)
+                return event_id
+
+    def tick(self, low: int = 1, high: int = 12) -> int:
+        """Advance the clock by a random step and return the new time."""
+        self.clock += self.rng.randint(low, high)
+        return self.clock
+
+    def make(self, account: str, kind: str, amount: int, ts: int, event_id: str | None = None) -> dict:
+        """Build one event dict (with the account's customer email and card)."""
+        email, card = self.customers[account]
+        return {
+            "id": event_id or self.new_id(),
+            "account": account,
+            "type": kind,
+            "amount": amount,
+            "ts": iso(ts),
+            "email": email,
+            "card": card,
+        }
+
+    def event(self, account: str | None = None, ts: int | None = None) -> dict:
+        """The next in-order event, counted towards the tracked balances."""
+        account = account or self.rng.choice(self.accounts)
+        balance = self.balances.get(account)
+        if balance is None:
+            kind, amount = "credit", self.rng.randint(20_000, 90_000)
+        elif balance - FLOOR >= 100 and self.rng.random() < 0.45:
+            kind, amount = "debit", self.rng.randint(1, min(MAX_DEBIT, balance - FLOOR))
+        else:
+            kind, amount = "credit", self.rng.randint(100, 9_000)
+        self.balances[account] = (balance or 0) + (amount if kind == "credit" else -amount)
+        return self.make(account, kind, amount, self.tick() if ts is None else ts)
+
+    def stray(self, ts: int, account: str | None = None) -> dict:
+        """An event NOT counted towards the balances (for events that will not apply).
+
+        It targets an account that already has its opening credit, and its
+        amount is at most ``MAX_DEBIT``, so even as a debit it never overdraws.
+        """
+        opened = [acct for acct in self.accounts if acct in self.balances]
+        account = account or self.rng.choice(opened)
+        kind = self.rng.choice(("credit", "debit"))
+        return self.make(account, kind, self.rng.randint(1, MAX_DEBIT), ts)
+
+    def stream(self, n: int) -> list[dict]:
+        """``n`` in-order events; the first events open every account."""
+        events = [self.event(account=acct) for acct in self.accounts[:n]]
+        events += [self.event() for _ in range(n - len(events))]
+        return events
+
+    def with_duplicates(
+        self, events: list[dict], count: int, min_gap: int, max_gap: int | None = None,
+        restamp: bool = False,
+    ) -> list[dict]:
+        """Return ``events`` with ``count`` re-sent copies inserted.
+
+        Each copy lands ``min_gap`` to ``max_gap`` (default: any number of)
+        positions after its original, so duplicates can span batch and
+        checkpoint boundaries. Copies keep their original (older) ``ts``, so
+        they are out of time order, unless ``restamp``: then a copy carries the
+        time of the event just before it (a re-delivery stamped on re-send).
+        """
+        out = list(events)
+        for _ in range(count):
+            src = self.rng.randrange(0, len(out) - min_gap)
+            last = len(out) if max_gap is None else min(len(out), src + max_gap)
+            pos = self.rng.randrange(src + min_gap, last + 1)
+            copy = dict(out[src])
+            if restamp:
+                copy["ts"] = out[pos - 1]["ts"]
+            out.insert(pos, copy)
+        return out
+
+
+# -------------------------------------------------------------------------- model
+
+
+class Model:
+    """An independent model of the product's state (final, E4 rules).
+
+    Classification of each non-blank line, in order: rejected (first matching
+    reason code), duplicate (id seen: applied or dead-lettered), late
+    (``ts`` < greatest applied ``ts`` - lateness), applied.
+    """
+
+    def __init__(self):
+        self.balances: dict[str, int] = {}
+        self.windows: dict[str, dict[str, dict[str, int]]] = {}
+        self.seen: set[str] = set()
+        self.max_ts: int | None = None
+        self.applied: list[dict] = []
+        self.dead: list[dict] = []
+
+    # classification -----------------------------------------------------------
+
+    def reject_reason(self, raw: str) -> tuple[str | None, object]:
+        """Return ``(reason or None, event or None)`` for one non-blank line."""
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return "malformed_json", None
+        if not isinstance(event, dict):
+            return "malformed_json", None
+        if any(field not in event for field in REQUIRED):
+            return "missing_field", event
+        amount = event["amount"]
+        if (
+            not all(isinstance(event[f], str) for f in ("id", "account", "type", "ts"))
+            or not isinstance(amount, int)
+            or isinstance(amount, bool)
+            or not TS_RE.match(event["ts"])
+        ):
+            return "wrong_type", event
+        if event["type"] not in ("credit", "debit"):
+            return "unknown_type", event
+        if amount <= 0:
+            return "non_positive_amount", event
+        if event["type"] == "debit" and amount > self.balances.get(event["account"], 0):
+            return "overdraft", event
+        return None, event
+
+    def ingest(
+        self,
+        lines: list[str],
+        lateness: int = DEFAULT_LATENESS,
+        allow: tuple[str, ...] = ("applied", "duplicate"),
+    ) -> dict:
+        """Process one invocation's input lines; return its counts and outcomes.
+
+        ``allow`` lists the outcomes the caller intends its input to contain;
+        any other outcome raises AssertionError (a generator bug, reported as
+        such instead of silently changing the expectation).
+
+        Returns ``{"counts": {...}, "outcomes": [...], "rejects": [...]}`` where
+        ``outcomes`` has one entry per input line (``None`` for blank lines)
+        and ``rejects`` the expected ``rejects.jsonl`` records.
+        """
+        counts = dict.fromkeys(("applied", "duplicate", "late", "rejected"), 0)
+        outcomes: list[str | None] = []
+        rejects: list[dict] = []
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                outcomes.append(None)
+                continue
+            reason, event = self.reject_reason(raw)
+            if reason is not None:
+                outcome = "rejected"
+                event_id = event.get("id") if isinstance(event, dict) else None
+                rejects.append({"line": number, "reason": reason,
+                                "id": event_id if isinstance(event_id, str) else None})
+            elif event["id"] in self.seen:
+                outcome = "duplicate"
+            elif self.max_ts is not None and epoch(event["ts"]) < self.max_ts - lateness:
+                outcome = "late"
+                self.seen.add(event["id"])
+                self.dead.append(event)
+            else:
+                outcome = "applied"
+                self._apply(event)
+            assert outcome in allow, f"generator bug: line {number} would be {outcome}: {raw}"
+            counts[outcome] += 1
+            outcomes.append(outcome)
+        return {"counts": counts, "outcomes": outcomes, "rejects": rejects}
+
+    def _apply(self, event: dict) -> None:
+        self.seen.add(event["id"])
+        self.applied.append(event)
+        amount = event["amount"]
+        signed = amount if event["type"] == "credit" else -amount
+        self.balances[event["account"]] = self.balances.get(event["account"], 0) + signed
+        ts = epoch(event["ts"])
+        self.max_ts = ts if self.max_ts is None else max(self.max_ts, ts)
+        window = self.windows.setdefault(event["account"], {}).setdefault(
+            hour_key(event["ts"]), {"count": 0, "credits": 0, "debits": 0, "net": 0}
+        )
+        window["count"] += 1
+        window["credits" if event["type"] == "credit" else "debits"] += amount
+        window["net"] = window["credits"] - window["debits"]
+
+    # expected files ------------------------------------------------------------
+
+    def balances_text(self) -> str:
+        """The exact expected text of ``balances.json``."""
+        return render({"accounts": self.balances})
+
+    def windows_text(self) -> str:
+        """The exact expected text of ``windows.json``."""
+        return render({"windows": self.windows})
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def render(document: object) -> str:
+    """Render a derived state file: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def to_lines(events: list[dict]) -> list[str]:
+    """Serialise events as JSON Lines (without newlines)."""
+    return [json.dumps(event) for event in events]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    """Write ``lines`` to ``path``, one per line, with a trailing newline."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def counts_of(stdout: str) -> dict:
+    """Parse the one-line JSON counts object printed by ``ingest``."""
+    text = stdout.strip()
+    assert text, "ingest printed nothing on stdout (expected a JSON object of counts)"
+    try:
+        counts = json.loads(text.splitlines()[-1])
+    except ValueError:
+        raise AssertionError(f"ingest stdout is not a JSON object of counts: {text[:200]!r}") from None
+    assert isinstance(counts, dict), f"ingest stdout is not a JSON object: {text[:200]!r}"
+    return counts
+
+
+def assert_counts(stdout: str, expected: dict) -> None:
+    """Assert the printed counts: the expected keys match, any other key is 0.
+
+    Keys an episode has not introduced yet (``late``, ``rejected``) may be
+    absent when the expected count is 0.
+    """
+    counts = counts_of(stdout)
+    for key, value in expected.items():
+        if value or key in ("applied", "duplicate"):
+            assert counts.get(key) == value, f"count {key!r}: got {counts.get(key)!r}, expected {value} (stdout {counts})"
+        else:
+            assert counts.get(key, 0) == 0, f"count {key!r}: got {counts.get(key)!r}, expected 0 (stdout {counts})"
+    extra = {k: v for k, v in counts.items() if k not in expected and v}
+    assert not extra, f"unexpected non-zero counts {extra} (stdout {counts})"
+
+
+def read_json(path: Path) -> object:
+    """Load a JSON state file, failing the check clearly if absent or invalid."""
+    assert path.is_file(), f"{path.name} was not written in the state directory"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise AssertionError(f"{path.name} is not valid JSON: {exc}") from None
+
+
+def accounts_of(state: Path) -> dict:
+    """The ``accounts`` mapping of ``DIR/balances.json``."""
+    doc = read_json(state / "balances.json")
+    assert isinstance(doc, dict) and isinstance(doc.get("accounts"), dict), \
+        "balances.json is not of the form {\"accounts\": {...}}"
+    return doc["accounts"]
+
+
+def windows_of(state: Path) -> dict:
+    """The ``windows`` mapping of ``DIR/windows.json``."""
+    doc = read_json(state / "windows.json")
+    assert isinstance(doc, dict) and isinstance(doc.get("windows"), dict), \
+        "windows.json is not of the form {\"windows\": {...}}"
+    return doc["windows"]
+
+
+def nonblank_lines(path: Path) -> list[str]:
+    """The non-blank lines of a text file (empty list if the file is absent)."""
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]

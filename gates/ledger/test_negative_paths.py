@@ -1,0 +1,194 @@
+"""Gate ``negative_paths`` (active from E4): bad input lines are rejected, never fatal.
+
+Each bad line is recorded in ``rejects.jsonl`` with its 1-based line number,
+reason code and id, processing continues, every non-blank line is accounted
+for exactly once, and a rejected id stays unseen. Usage errors exit with 2.
+Expectations come from the model in ``_events``.
+"""
+
+import json
+
+import pytest
+
+from _events import EventGen, Model, accounts_of, assert_counts, nonblank_lines, to_lines, write_lines
+
+
+def bad_line(gen, kind):
+    """One bad input line of the given kind, built around a fresh event of ``gen``.
+
+    The event is not counted in the generator's balances. Kinds are named
+    after the reason code they must get; ``+`` marks lines with several
+    faults, where the first code in the spec's order wins.
+    """
+    account = gen.rng.choice([acct for acct in gen.accounts if acct in gen.balances])
+    event = gen.make(account, "credit", gen.rng.randint(100, 900), gen.clock)
+    if kind == "malformed_json":
+        return json.dumps(event)[: gen.rng.randint(10, 40)]
+    if kind == "malformed_json/array":
+        return json.dumps([event["id"], event["account"], event["amount"]])
+    if kind == "missing_field":
+        del event[gen.rng.choice(("account", "type", "amount", "ts"))]
+    elif kind == "missing_field/id":
+        del event["id"]
+    elif kind == "missing_field+unknown_type":
+        del event["ts"]
+        event["type"] = "refund"
+    elif kind == "wrong_type/string":
+        event["amount"] = str(event["amount"])
+    elif kind == "wrong_type/bool":
+        event["amount"] = True
+    elif kind == "wrong_type/float":
+        event["amount"] = event["amount"] + 0.5
+    elif kind == "wrong_type/ts":
+        event["ts"] = event["ts"].replace("T", " ").rstrip("Z")
+    elif kind == "wrong_type+non_positive":
+        event["ts"] = event["ts"][:-1] + ".000Z"
+        event["amount"] = 0
+    elif kind == "unknown_type":
+        event["type"] = gen.rng.choice(("refund", "Credit", "transfer"))
+    elif kind == "non_positive_amount":
+        event["amount"] = gen.rng.choice((0, -gen.rng.randint(1, 500)))
+    elif kind == "overdraft":
+        event.update(type="debit", amount=gen.balances[account] + gen.rng.randint(1, 50))
+    elif kind == "overdraft/new_account":
+        event.update(account="acct-0000", type="debit", amount=gen.rng.randint(1, 50))
+    else:
+        raise ValueError(kind)
+    return json.dumps(event)
+
+
+REASON_KINDS = (
+    "malformed_json", "malformed_json/array", "missing_field", "missing_field/id",
+    "missing_field+unknown_type", "wrong_type/string", "wrong_type/bool", "wrong_type/float",
+    "wrong_type/ts", "wrong_type+non_positive", "unknown_type", "non_positive_amount",
+    "overdraft", "overdraft/new_account",
+)
+
+
+def mixed_input(gen, n, kinds, blank_lines=False):
+    """``n`` valid events with one bad line of each kind placed among them (in order)."""
+    lines = [json.dumps(gen.event(account=acct)) for acct in gen.accounts]
+    slots = sorted(gen.rng.sample(range(len(lines), n), len(kinds)))
+    pending = dict(zip(slots, kinds))
+    for index in range(len(lines), n):
+        lines.append(json.dumps(gen.event()))
+        if index in pending:
+            lines.append(bad_line(gen, pending[index]))
+        if blank_lines and gen.rng.random() < 0.08:
+            lines.append("")
+    return lines
+
+
+@pytest.mark.contract
+def test_each_reason_code_is_recorded(ledger, seed):
+    """rejects.jsonl holds {"line", "reason", "id"} for each bad line, first matching code first."""
+    gen = EventGen(seed, "neg-codes", n_accounts=5)
+    lines = mixed_input(gen, 40, REASON_KINDS)
+    # A bad line re-using an applied id is rejected, not a duplicate.
+    applied = json.loads(lines[3])
+    lines.append(json.dumps(dict(applied, amount=0)))
+    model = Model()
+    expected = model.ingest(lines, allow=("applied", "rejected"))
+    state = ledger.path("state")
+    result = ledger.ingest(write_lines(ledger.path("events.jsonl"), lines), state)
+    assert_counts(result.stdout, expected["counts"])
+    records = [json.loads(line) for line in nonblank_lines(state / "rejects.jsonl")]
+    assert records == expected["rejects"]
+
+
+@pytest.mark.genuine
+def test_processing_continues_after_bad_lines(ledger, seed):
+    """Bad lines among valid ones (and blank lines) do not stop processing; every line is accounted for."""
+    gen = EventGen(seed, "neg-continue", n_accounts=6)
+    kinds = gen.rng.sample(REASON_KINDS, 9)
+    lines = mixed_input(gen, 60, kinds, blank_lines=True)
+    lines.insert(0, bad_line(gen, "non_positive_amount"))  # a bad first line
+    model = Model()
+    outcomes = Model().ingest(lines, allow=("applied", "rejected"))["outcomes"]
+    valid = [index for index, outcome in enumerate(outcomes) if outcome == "applied"]
+    for index in gen.rng.sample(valid, 6):  # email and card are optional
+        event = json.loads(lines[index])
+        for field in gen.rng.choice((("email",), ("card",), ("email", "card"))):
+            del event[field]
+        lines[index] = json.dumps(event)
+    lines.append(bad_line(gen, "unknown_type"))  # a bad last line
+    expected = model.ingest(lines, allow=("applied", "rejected"))
+    state = ledger.path("state")
+    result = ledger.ingest(write_lines(ledger.path("events.jsonl"), lines), state)
+    assert_counts(result.stdout, expected["counts"])
+    assert sum(expected["counts"].values()) == sum(1 for line in lines if line.strip())
+    assert accounts_of(state) == model.balances
+    rejects = nonblank_lines(state / "rejects.jsonl")
+    assert len(rejects) == expected["counts"]["rejected"], \
+        f"rejects.jsonl has {len(rejects)} lines for {expected['counts']['rejected']} rejected lines"
+
+
+@pytest.mark.genuine
+def test_rejected_ids_are_not_seen(ledger, seed):
+    """A later valid event re-using a rejected line's id is applied, in the same and in a later invocation."""
+    gen = EventGen(seed, "neg-unseen", n_accounts=4)
+    first = [json.dumps(gen.event(account=acct)) for acct in gen.accounts]
+    retry = []
+    for kind in ("non_positive_amount", "overdraft", "wrong_type/string", "unknown_type"):
+        bad = json.loads(bad_line(gen, kind))
+        first.append(json.dumps(bad))
+        # The retry is a credit the generator does not count, so placing it
+        # later never makes a generated debit overdraw.
+        fixed = gen.make(bad["account"], "credit", gen.rng.randint(100, 900), gen.tick(), bad["id"])
+        retry.append(json.dumps(fixed))
+    first += [json.dumps(gen.event()) for _ in range(5)] + retry[:2]
+    second = retry[2:] + [json.dumps(gen.event()) for _ in range(5)]
+    model = Model()
+    state = ledger.path("state")
+    for name, lines in (("a", first), ("b", second)):
+        expected = model.ingest(lines, allow=("applied", "rejected"))
+        result = ledger.ingest(write_lines(ledger.path(f"{name}.jsonl"), lines), state)
+        assert_counts(result.stdout, expected["counts"])
+        assert accounts_of(state) == model.balances, f"balances wrong after file {name}"
+
+
+@pytest.mark.genuine
+def test_overdraft_checks_the_current_balance(ledger, seed):
+    """A debit may take a balance to exactly 0, not below; the balance is the one at that line."""
+    gen = EventGen(seed, "neg-overdraft", n_accounts=3)
+    first = gen.stream(9)
+    for account in gen.accounts:
+        balance = gen.balances[account]
+        refill = gen.rng.randint(100, 900)
+        first += [
+            gen.make(account, "debit", balance, gen.tick()),  # to exactly 0: applied
+            gen.make(account, "debit", 1, gen.tick()),  # overdraft
+            gen.make(account, "credit", refill, gen.tick()),
+            gen.make(account, "debit", refill + 1, gen.tick()),  # overdraft
+            gen.make(account, "debit", refill, gen.tick()),  # applied: 0 again
+        ]
+    second = [gen.make(account, "debit", 1, gen.tick()) for account in gen.accounts]  # balance persisted: 0
+    model = Model()
+    state = ledger.path("state")
+    for name, events in (("a", first), ("b", second)):
+        lines = to_lines(events)
+        expected = model.ingest(lines, allow=("applied", "rejected"))
+        result = ledger.ingest(write_lines(ledger.path(f"{name}.jsonl"), lines), state)
+        assert_counts(result.stdout, expected["counts"])
+        assert accounts_of(state) == model.balances, f"balances wrong after file {name}"
+    assert set(model.balances.values()) == {0}
+
+
+@pytest.mark.contract
+def test_usage_errors_exit_2(ledger, seed):
+    """A missing input file exits 2 with one line on stderr and leaves the state alone; so does an unknown command."""
+    gen = EventGen(seed, "neg-usage", n_accounts=3)
+    state = ledger.path("state")
+    ledger.ingest(write_lines(ledger.path("events.jsonl"), to_lines(gen.stream(10))), state)
+    before = (state / "balances.json").read_bytes()
+
+    missing = ledger.path(f"no-such-file-{gen.rng.randrange(10**6)}.jsonl")
+    result = ledger.run("ingest", missing, "--state", state)
+    assert result.returncode == 2, "missing input file: " + result.describe()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"stderr should be one line naming the problem: {result.stderr!r}"
+    assert (state / "balances.json").read_bytes() == before, "a failed invocation changed balances.json"
+
+    unknown = ledger.run("frobnicate", "--state", state)
+    assert unknown.returncode == 2, "unknown command: " + unknown.describe()
+    assert unknown.stderr.strip(), "unknown command: nothing on stderr"
