@@ -35,6 +35,10 @@ from benchmark.errors import MarathonError
 from benchmark.paths import EPISODES_DIR
 
 
+#: Tool caches that are not part of a marathon's content (left by running pytest on the host).
+JUNK_DIRS = frozenset({"__pycache__", ".pytest_cache", ".benchmarks"})
+
+
 class EpisodeSpec(BaseModel):
     """One episode of a marathon: the brief the agent is told and the reference solution."""
 
@@ -142,7 +146,7 @@ class Marathon(BaseModel):
         h = hashlib.sha256()
         for base in (self.root, self.gates):
             for path in sorted(p for p in base.rglob("*") if p.is_file()):
-                if "__pycache__" in path.parts:
+                if JUNK_DIRS.intersection(path.relative_to(base).parts):
                     continue
                 h.update(str(path.relative_to(base)).encode())
                 h.update(b"\0")
