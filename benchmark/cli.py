@@ -7,6 +7,7 @@ exit status 2; nothing is written before the inputs are known to be good.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.console import Console
 from benchmark import __version__
 from benchmark.errors import MarathonError
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class MarathonGroup(click.Group):
@@ -78,3 +79,75 @@ def validate(marathon_name: str, seed: int, jobs: int) -> None:
     bad = [f for f in findings if not f.ok]
     console.print(f"{m.name}: {len(findings) - len(bad)}/{len(findings)} findings ok")
     sys.exit(1 if bad else 0)
+
+
+class OneLineCommand(click.Command):
+    """A command whose usage errors (bad flag, bad value) are one line and exit 2, like every
+    other user-facing error."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            raise MarathonError(e.format_message().replace("\n", " ")) from None
+
+
+@main.command(cls=OneLineCommand)
+@click.option("-c", "--config", "config_file", type=click.Path(path_type=Path),
+              help="Experiment TOML file; flags override its values.")
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
+              help="Finish the interrupted run in this run directory (takes only --jobs besides).")
+@click.option("--marathon", help="Marathon name (under episodes/) or path.")
+@click.option("--arm", "arms", multiple=True, help="Arm preset name or TOML path (repeatable).")
+@click.option("--agent", "agents", multiple=True, help="Agent name, e.g. oracle, nop (repeatable).")
+@click.option("--model", "models", multiple=True, help="Model, for agents that use one (repeatable).")
+@click.option("--effort", multiple=True, help="Reasoning effort, for agents that use a model (repeatable).")
+@click.option("--replicates", type=int, help="Trials per arm x agent x model x effort (>= 1).  [default: 1]")
+@click.option("--seed-base", type=int, help="Base of the replicates' seeds.  [default: 0]")
+@click.option("--jobs", type=int, help="Trials run concurrently.  [default: 1]")
+@click.option("--out", type=click.Path(path_type=Path), help="Directory for run directories.  [default: results/]")
+@click.option("--time-limit", "time_limit_s", type=float, help="Per-attempt agent time limit, seconds.  [default: 1800]")
+@click.option("--run-id", help="Run id (default: start time and random digits).")
+@click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
+def run(config_file, resume_dir, no_progress, **flags) -> None:
+    """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
+    container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
+
+    Exit status: 0 complete, 1 some trial failed (see errors.log; resumable), 2 bad input,
+    130 interrupted (resumable with --resume).
+    """
+    from benchmark.driver import resume_run, start_run
+    from benchmark.experiment import load_config
+
+    if resume_dir is not None:
+        extra = [k for k, v in flags.items() if v not in (None, ()) and k != "jobs"]
+        if config_file is not None or extra:
+            given = ["-c"] if config_file else []
+            given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
+            raise MarathonError(f"--resume: takes no other run options but --jobs (got {', '.join(given)})")
+        outcome = resume_run(resume_dir, jobs=flags["jobs"], display=not no_progress, console=console)
+    else:
+        config = load_config(config_file, flags)
+        outcome = start_run(config, display=not no_progress, console=console)
+    console.print(f"{outcome.run_dir}: {outcome.status}, {outcome.trials_complete}/"
+                  f"{outcome.trials_total} trials complete in {outcome.wall_s:.1f} s")
+    for line in outcome.failures:
+        console.print(f"[red]failed[/] {line}")
+    if outcome.status == "interrupted":
+        console.print(f"resume with: marathon run --resume {outcome.run_dir}")
+        sys.exit(130)
+    sys.exit(0 if outcome.status == "complete" else 1)
+
+
+@main.command(cls=OneLineCommand)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def status(run_dir: Path) -> None:
+    """Show the trials of RUN_DIR: episodes done, attempts, last and final score."""
+    from rich.console import Console as _Console
+
+    from benchmark.status import status_table
+
+    table, summary = status_table(run_dir)
+    out = _Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    out.print(table)
+    out.print(summary)

@@ -92,6 +92,14 @@ def trial_id(arm: str, agent: str, model: str, effort: str, replicate: int) -> s
     return f"{_slug(arm)}.{_slug(agent)}.{_slug(model)}.{_slug(effort)}.r{replicate}"
 
 
+def _absolute_if_path(value: str, base: Path) -> str:
+    """A marathon or arm given as a path (contains ``/`` or ends in ``.toml``) made absolute
+    against ``base``, so a resume from another directory finds it; names stay names."""
+    if "/" in value or value.endswith(".toml"):
+        return str((base / value).resolve())
+    return value
+
+
 def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfig:
     """Merge an experiment TOML file (optional) with command-line values and validate.
 
@@ -114,13 +122,25 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
             raise MarathonError(f"{config_file}: malformed TOML: {e}") from None
         except UnicodeDecodeError:
             raise MarathonError(f"{config_file}: not UTF-8 text") from None
+        base = config_file.parent
         if isinstance(raw.get("out"), str):
-            raw["out"] = str((config_file.parent / raw["out"]).resolve())
+            raw["out"] = str((base / raw["out"]).resolve())
+        if isinstance(raw.get("marathon"), str):
+            raw["marathon"] = _absolute_if_path(raw["marathon"], base)
+        if isinstance(raw.get("arms"), list):
+            raw["arms"] = [_absolute_if_path(a, base) if isinstance(a, str) else a for a in raw["arms"]]
         source = {k: f"{config_file}: {k}" for k in raw}
     for key, value in overrides.items():
         if value is None or value == () or value == []:
             continue
-        raw[key] = list(value) if isinstance(value, tuple) else value
+        value = list(value) if isinstance(value, tuple) else value
+        if key == "marathon":
+            value = _absolute_if_path(value, Path.cwd())
+        elif key == "arms":
+            value = [_absolute_if_path(a, Path.cwd()) for a in value]
+        elif key == "out":
+            value = Path(value).resolve()
+        raw[key] = value
         source[key] = FLAGS.get(key, key)
     try:
         return RunConfig.model_validate(raw)

@@ -40,7 +40,7 @@ TABLES = ("trials", "episodes", "attempts", "checks", "usage")
 
 
 class _Row(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class TrialKeys(_Row):
@@ -201,8 +201,9 @@ class UsageCall(_Row):
     source: Literal["proxy", "agent"]
     """``proxy``: one model call observed by the harness's proxy; ``agent``: a figure from the
     agent's own output (e.g. a CLI's final usage event)."""
-    model: str
-    """Model name as the API saw it."""
+    api_model: str
+    """Model name as the API call named it (may differ from the trial's ``model``, e.g. a
+    smaller model the agent uses for side tasks)."""
     input_tokens: int = Field(ge=0)
     """Input tokens (without cache reads and writes)."""
     output_tokens: int = Field(ge=0)

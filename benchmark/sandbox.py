@@ -111,13 +111,20 @@ def remove_run_resources(run_id: str, *, networks: bool = True) -> tuple[int, in
         (containers removed, networks removed).
     """
     c = client()
-    containers = c.containers.list(all=True, filters={"label": f"{LABEL}={run_id}"})
+    label = f"{LABEL}={run_id}"
+    containers = c.containers.list(all=True, filters={"label": label})
     for container in containers:
         try:
             container.remove(force=True)
         except docker.errors.NotFound:
             pass
-    found = c.networks.list(filters={"label": f"{LABEL}={run_id}"}) if networks else []
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: another thread is removing it already
+                raise
+    deadline = time.monotonic() + 60
+    while c.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+        time.sleep(0.2)  # removals by another thread are still in progress
+    found = c.networks.list(filters={"label": label}) if networks else []
     for network in found:
         try:
             network.remove()

@@ -1,25 +1,43 @@
-"""Shared fixtures: the scorer image (built once per session) and fixture marathons."""
+"""Shared fixtures: the two-episode ``tiny`` test marathon (tests/fixtures/tiny) and the harness
+images; :func:`run_cli` runs the command line in a subprocess. (The scorer and validate tests use
+the ``answer`` marathon from ``tests/answer_fixtures.py``.)"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
+HERE = Path(__file__).parent
+TINY = HERE / "fixtures" / "tiny"
+ROOT = HERE.parent
+
+# Fixture marathons hold gate modules named test_*.py: they are run by the scorer, never
+# collected as the harness's own tests.
+collect_ignore_glob = ["fixtures/*"]
 
 
 @pytest.fixture(scope="session")
-def scorer_image() -> str:
-    """Tag of the scorer image; builds base and scorer images if their recipes changed."""
+def tiny() -> Path:
+    """Path of the two-episode test marathon (fast gates)."""
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def images():
+    """The harness images (built once if missing; reused across tests)."""
     from benchmark.images import build_images
 
-    return build_images(agent=False, log=lambda line: None).scorer
+    return build_images(agent=True, log=lambda line: None)
 
 
-@pytest.fixture(scope="session")
-def tiny():
-    """The one-episode ``tiny`` test marathon (``python3 -m tiny`` must print 42)."""
-    from benchmark.marathon import load_marathon
-
-    return load_marathon(FIXTURES / "tiny")
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``marathon ARGS`` in a subprocess from the project root."""
+    return subprocess.run(
+        [sys.executable, "-c", "from benchmark.cli import main; main()", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

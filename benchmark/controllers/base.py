@@ -12,13 +12,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from benchmark.agents.base import Agent, AttemptContext, AttemptResult
 from benchmark.arms import Arm
 from benchmark.marathon import EpisodeSpec
 from benchmark.scorer import CheckResult, Outcome
 from benchmark.sandbox import Sandbox
+
+
+def gate_verdicts(checks: list[CheckResult]) -> dict[str, bool]:
+    """Gate name -> whether it passes (every one of its checks passed), in check order."""
+    verdicts: dict[str, bool] = {}
+    for c in checks:
+        verdicts[c.gate] = verdicts.get(c.gate, True) and c.outcome == Outcome.passed
+    return verdicts
+
+
+def gate_score(checks: list[CheckResult]) -> float:
+    """Share of the gates that pass, 0..1 (0 when there is no gate)."""
+    verdicts = gate_verdicts(checks)
+    return sum(verdicts.values()) / len(verdicts) if verdicts else 0.0
 
 
 class Attempt(BaseModel):
@@ -36,10 +50,7 @@ class Attempt(BaseModel):
     @property
     def gate_verdicts(self) -> dict[str, bool]:
         """Gate name -> whether it passes (all its checks passed), in check order."""
-        verdicts: dict[str, bool] = {}
-        for c in self.checks:
-            verdicts[c.gate] = verdicts.get(c.gate, True) and c.outcome == Outcome.passed
-        return verdicts
+        return gate_verdicts(self.checks)
 
     @property
     def gates_passed(self) -> int:
@@ -49,8 +60,7 @@ class Attempt(BaseModel):
     @property
     def score(self) -> float:
         """Share of the active gates that pass, 0..1 (0 when no gate is active)."""
-        verdicts = self.gate_verdicts
-        return sum(verdicts.values()) / len(verdicts) if verdicts else 0.0
+        return gate_score(self.checks)
 
     @property
     def green(self) -> bool:

@@ -10,8 +10,10 @@ state lives here, so that the checks themselves stay short:
   one) can ever overdraw, and time moves forward in small steps so nothing is
   too late unless a check asks for it.
 - :class:`Model` is a tiny re-implementation of the final (E4) classification
-  rules: rejected, duplicate, late, applied. It computes the expected counts,
-  balances, hourly windows and reject records of any sequence of invocations.
+  rules of the briefs: a line that is not a well-formed event is rejected;
+  a well-formed event is a duplicate, else late, else an overdraft (rejected),
+  else applied. It computes the expected counts, balances, hourly windows and
+  reject records of any sequence of invocations.
 - A few helpers render and read the product's files.
 
 The generator never decides what the product should do; the model does. Checks
@@ -28,6 +30,7 @@ import random
 import re
 import time
 import zlib
+from datetime import datetime
 from pathlib import Path
 
 #: Default allowed lateness in seconds (E3).
@@ -67,6 +70,17 @@ def iso(epoch: int) -> str:
 def epoch(ts: str) -> int:
     """Parse ``YYYY-MM-DDTHH:MM:SSZ`` into epoch seconds."""
     return calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _real_time(ts: str) -> bool:
+    """True for a string in the exact format ``YYYY-MM-DDTHH:MM:SSZ`` naming a real time."""
+    if not TS_RE.match(ts):
+        return False
+    try:
+        datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return False
+    return True
 
 
 def hour_key(ts: str) -> str:
@@ -211,9 +225,13 @@ class EventGen:
 class Model:
     """An independent model of the product's state (final, E4 rules).
 
-    Classification of each non-blank line, in order: rejected (first matching
-    reason code), duplicate (id seen: applied or dead-lettered), late
-    (``ts`` < greatest applied ``ts`` - lateness), applied.
+    Classification of each non-blank line, in order: rejected if not a
+    well-formed event (first matching code of malformed_json, missing_field,
+    wrong_type, unknown_type, non_positive_amount); then duplicate (id seen:
+    applied or dead-lettered); late (``ts`` < greatest applied ``ts`` -
+    lateness); rejected as overdraft (a debit larger than the balance);
+    applied. Generated inputs never rely on where ``overdraft`` sits relative
+    to duplicate and late (no re-sent or late debit exceeds its balance).
     """
 
     def __init__(self):
@@ -226,8 +244,9 @@ class Model:
 
     # classification -----------------------------------------------------------
 
-    def reject_reason(self, raw: str) -> tuple[str | None, object]:
-        """Return ``(reason or None, event or None)`` for one non-blank line."""
+    @staticmethod
+    def malformation(raw: str) -> tuple[str | None, object]:
+        """Return ``(reason or None, parsed line)``: why a line is not a well-formed event."""
         try:
             event = json.loads(raw)
         except ValueError:
@@ -237,19 +256,18 @@ class Model:
         if any(field not in event for field in REQUIRED):
             return "missing_field", event
         amount = event["amount"]
+        strings = ["id", "account", "type", "ts"] + [f for f in ("email", "card") if f in event]
         if (
-            not all(isinstance(event[f], str) for f in ("id", "account", "type", "ts"))
+            not all(isinstance(event[f], str) for f in strings)
             or not isinstance(amount, int)
             or isinstance(amount, bool)
-            or not TS_RE.match(event["ts"])
+            or not _real_time(event["ts"])
         ):
             return "wrong_type", event
         if event["type"] not in ("credit", "debit"):
             return "unknown_type", event
         if amount <= 0:
             return "non_positive_amount", event
-        if event["type"] == "debit" and amount > self.balances.get(event["account"], 0):
-            return "overdraft", event
         return None, event
 
     def ingest(
@@ -275,21 +293,24 @@ class Model:
             if not raw.strip():
                 outcomes.append(None)
                 continue
-            reason, event = self.reject_reason(raw)
+            reason, event = self.malformation(raw)
+            if reason is None:
+                if event["id"] in self.seen:
+                    outcome = "duplicate"
+                elif self.max_ts is not None and epoch(event["ts"]) < self.max_ts - lateness:
+                    outcome = "late"
+                    self.seen.add(event["id"])
+                    self.dead.append(event)
+                elif event["type"] == "debit" and event["amount"] > self.balances.get(event["account"], 0):
+                    reason = "overdraft"
+                else:
+                    outcome = "applied"
+                    self._apply(event)
             if reason is not None:
                 outcome = "rejected"
                 event_id = event.get("id") if isinstance(event, dict) else None
                 rejects.append({"line": number, "reason": reason,
                                 "id": event_id if isinstance(event_id, str) else None})
-            elif event["id"] in self.seen:
-                outcome = "duplicate"
-            elif self.max_ts is not None and epoch(event["ts"]) < self.max_ts - lateness:
-                outcome = "late"
-                self.seen.add(event["id"])
-                self.dead.append(event)
-            else:
-                outcome = "applied"
-                self._apply(event)
             assert outcome in allow, f"generator bug: line {number} would be {outcome}: {raw}"
             counts[outcome] += 1
             outcomes.append(outcome)

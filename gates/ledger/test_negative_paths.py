@@ -41,6 +41,12 @@ def bad_line(gen, kind):
         event["amount"] = event["amount"] + 0.5
     elif kind == "wrong_type/ts":
         event["ts"] = event["ts"].replace("T", " ").rstrip("Z")
+    elif kind == "wrong_type/date":
+        event["ts"] = event["ts"][:5] + "02-30" + event["ts"][10:]  # right shape, no such day
+    elif kind == "wrong_type/null":
+        event[gen.rng.choice(("account", "type", "amount"))] = None
+    elif kind == "wrong_type/email":
+        event["email"] = gen.rng.randint(1, 10**6)
     elif kind == "wrong_type+non_positive":
         event["ts"] = event["ts"][:-1] + ".000Z"
         event["amount"] = 0
@@ -60,13 +66,17 @@ def bad_line(gen, kind):
 REASON_KINDS = (
     "malformed_json", "malformed_json/array", "missing_field", "missing_field/id",
     "missing_field+unknown_type", "wrong_type/string", "wrong_type/bool", "wrong_type/float",
-    "wrong_type/ts", "wrong_type+non_positive", "unknown_type", "non_positive_amount",
-    "overdraft", "overdraft/new_account",
+    "wrong_type/ts", "wrong_type/date", "wrong_type/null", "wrong_type/email",
+    "wrong_type+non_positive", "unknown_type", "non_positive_amount", "overdraft",
+    "overdraft/new_account",
 )
 
 
 def mixed_input(gen, n, kinds, blank_lines=False):
-    """``n`` valid events with one bad line of each kind placed among them (in order)."""
+    """``n`` valid events with one bad line of each kind placed among them (in order).
+
+    With ``blank_lines``, empty and whitespace-only lines are sprinkled in too.
+    """
     lines = [json.dumps(gen.event(account=acct)) for acct in gen.accounts]
     slots = sorted(gen.rng.sample(range(len(lines), n), len(kinds)))
     pending = dict(zip(slots, kinds))
@@ -75,15 +85,18 @@ def mixed_input(gen, n, kinds, blank_lines=False):
         if index in pending:
             lines.append(bad_line(gen, pending[index]))
         if blank_lines and gen.rng.random() < 0.08:
-            lines.append("")
+            lines.append(gen.rng.choice(("", " ", "\t ")))
     return lines
 
 
 @pytest.mark.contract
 def test_each_reason_code_is_recorded(ledger, seed):
-    """rejects.jsonl holds {"line", "reason", "id"} for each bad line, first matching code first."""
+    """rejects.jsonl holds {"line", "reason", "id"} for each bad line, first matching code first.
+
+    Line numbers count blank lines, which are sprinkled in.
+    """
     gen = EventGen(seed, "neg-codes", n_accounts=5)
-    lines = mixed_input(gen, 40, REASON_KINDS)
+    lines = mixed_input(gen, 45, REASON_KINDS, blank_lines=True)
     # A bad line re-using an applied id is rejected, not a duplicate.
     applied = json.loads(lines[3])
     lines.append(json.dumps(dict(applied, amount=0)))
@@ -176,7 +189,7 @@ def test_overdraft_checks_the_current_balance(ledger, seed):
 
 @pytest.mark.contract
 def test_usage_errors_exit_2(ledger, seed):
-    """A missing input file exits 2 with one line on stderr and leaves the state alone; so does an unknown command."""
+    """A missing input file and an unknown command exit 2 with one line on stderr; the state stays as it was."""
     gen = EventGen(seed, "neg-usage", n_accounts=3)
     state = ledger.path("state")
     ledger.ingest(write_lines(ledger.path("events.jsonl"), to_lines(gen.stream(10))), state)
@@ -191,4 +204,5 @@ def test_usage_errors_exit_2(ledger, seed):
 
     unknown = ledger.run("frobnicate", "--state", state)
     assert unknown.returncode == 2, "unknown command: " + unknown.describe()
-    assert unknown.stderr.strip(), "unknown command: nothing on stderr"
+    lines = unknown.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"unknown command: stderr should be one line: {unknown.stderr!r}"

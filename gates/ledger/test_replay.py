@@ -132,3 +132,24 @@ def test_event_log_lists_applied_events(ledger, seed):
         for field in ("id", "account", "type", "amount", "ts"):
             assert record.get(field) == event[field], \
                 f"events.jsonl line {number}: {field}={record.get(field)!r}, expected {event[field]!r}"
+
+
+@pytest.mark.contract
+def test_replay_output_and_missing_log(ledger, seed):
+    """replay prints {"replayed": N} for N logged events; without events.jsonl it exits 2 with one stderr line."""
+    gen = EventGen(seed, "replay-output", n_accounts=5)
+    first, _ = two_invocations(gen)
+    model = Model()
+    model.ingest(first)
+    state = ledger.path("state")
+    ledger.ingest(write_lines(ledger.path("events.jsonl"), first), state)
+    result = ledger.run("replay", "--state", state)
+    assert result.returncode == 0, "replay failed: " + result.describe()
+    assert json.loads(result.stdout) == {"replayed": len(model.applied)}, f"replay stdout: {result.stdout!r}"
+
+    empty = ledger.path("empty-state")
+    empty.mkdir()
+    missing = ledger.run("replay", "--state", empty)
+    assert missing.returncode == 2, "replay without events.jsonl: " + missing.describe()
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"replay without events.jsonl: stderr should be one line: {missing.stderr!r}"

@@ -1,0 +1,99 @@
+"""The live progress display of ``marathon run``: one line per trial with its episode, attempt,
+phase and last score (a rich live table on a terminal; one printed line per finished episode
+otherwise)."""
+
+from __future__ import annotations
+
+import threading
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from benchmark.records import TrialKeys
+
+
+class TrialProgress(BaseModel):
+    """Where one trial stands."""
+
+    trial_id: str
+    """Id of the trial."""
+    episodes_total: int
+    """Episodes of the marathon."""
+    episodes_done: int = 0
+    """Finished episodes."""
+    episode: str = ""
+    """Current episode id."""
+    attempt: int = 0
+    """Current attempt number."""
+    phase: str = "queued"
+    """``queued``, ``starting``, ``agent``, ``scoring``, ``done``, ``interrupted`` or
+    ``failed: <reason>``."""
+    last_score: float | None = None
+    """Score of the last finished episode (0..1)."""
+
+
+class LiveProgress:
+    """Thread-safe progress of a run's trials, shown while the run goes on.
+
+    With ``live`` and a terminal, a rich live table; otherwise one printed line per finished
+    episode and per failed trial. Use as a context manager; trials call :meth:`update` and
+    :meth:`episode_done`.
+    """
+
+    def __init__(self, trials: list[TrialKeys], episodes_total: int, done: dict[str, int],
+                 last_scores: dict[str, float], console: Console | None = None, live: bool = True):
+        self.console = console or Console(stderr=True, highlight=False)
+        """Where the display goes (stderr by default)."""
+        self._lock = threading.Lock()
+        self._trials = {
+            t.trial_id: TrialProgress(trial_id=t.trial_id, episodes_total=episodes_total,
+                                      episodes_done=done.get(t.trial_id, 0),
+                                      last_score=last_scores.get(t.trial_id),
+                                      phase="done" if done.get(t.trial_id, 0) == episodes_total else "queued")
+            for t in trials
+        }
+        self._live = Live(get_renderable=self.render, console=self.console, refresh_per_second=4,
+                          transient=False) if live and self.console.is_terminal else None
+
+    def __enter__(self) -> "LiveProgress":
+        if self._live:
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live:
+            self._live.stop()
+
+    def update(self, trial_id: str, **changes) -> None:
+        """Change fields of a trial's :class:`TrialProgress`."""
+        with self._lock:
+            p = self._trials[trial_id]
+            self._trials[trial_id] = p.model_copy(update=changes)
+        if changes.get("phase", "").startswith("failed") and not self._live:
+            self.console.print(f"{trial_id}: {changes['phase']}")
+
+    def episode_done(self, trial_id: str, episode: str, score: float, attempts: int) -> None:
+        """Record a finished episode (printed as one line when there is no live display)."""
+        with self._lock:
+            p = self._trials[trial_id]
+            done = p.episodes_done + 1
+            self._trials[trial_id] = p.model_copy(update={
+                "episodes_done": done, "last_score": score,
+                "phase": "done" if done == p.episodes_total else "next episode"})
+        if not self._live:
+            self.console.print(f"{trial_id} {episode}: score {score:.0%} after {attempts} attempt(s)")
+
+    def render(self) -> Table:
+        """The progress table."""
+        table = Table(title="marathon run", expand=False)
+        for col in ("trial", "episodes", "episode", "attempt", "phase", "last score"):
+            table.add_column(col, justify="right" if col in ("episodes", "attempt", "last score") else "left")
+        with self._lock:
+            rows = list(self._trials.values())
+        for p in rows:
+            score = "" if p.last_score is None else f"{p.last_score:.0%}"
+            table.add_row(p.trial_id, f"{p.episodes_done}/{p.episodes_total}", p.episode,
+                          str(p.attempt or ""), p.phase, score)
+        return table

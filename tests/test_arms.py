@@ -1,0 +1,101 @@
+"""Arms: the presets load; a bad preset fails with one error naming its file and field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmark.arms import arm_names, load_arm
+from benchmark.controllers.feedback_retry import feedback_prompt
+from benchmark.errors import MarathonError
+from benchmark.paths import ARMS_DIR
+from benchmark.scorer import CheckResult, Outcome
+
+
+def test_presets_load_with_their_controllers():
+    assert {"prompt-only", "skill-only", "feedback-retry", "governed-runtime"} <= set(arm_names())
+    prompt = load_arm("prompt-only")
+    assert (prompt.controller, prompt.skill, prompt.max_attempts) == ("single", None, 1)
+    assert prompt.instructions.is_file()
+    skill = load_arm("skill-only")
+    assert skill.controller == "single" and skill.skill_name == "recovery"
+    retry = load_arm("feedback-retry")
+    assert (retry.controller, retry.feedback, retry.max_attempts) == ("feedback-retry", "names", 3)
+    assert retry.skill == skill.skill
+
+
+def test_governed_preset_is_not_faked():
+    with pytest.raises(MarathonError, match=r"governed-runtime\.toml: controller: controller 'governed' "
+                                            r"is not implemented yet \(issue: arms\)"):
+        load_arm("governed-runtime")
+
+
+def test_config_hash_changes_with_the_instructions(tmp_path):
+    shutil.copytree(ARMS_DIR, tmp_path / "arms")
+    before = load_arm(tmp_path / "arms" / "skill-only.toml").config_hash()
+    assert before == load_arm(tmp_path / "arms" / "skill-only.toml").config_hash()
+    (tmp_path / "arms" / "assets" / "recovery" / "SKILL.md").write_text(
+        "---\nname: recovery\ndescription: changed\n---\nbody\n")
+    assert load_arm(tmp_path / "arms" / "skill-only.toml").config_hash() != before
+
+
+GOOD = 'name = "bad"\ninstructions = "assets/instructions.md"\n'
+
+
+@pytest.mark.parametrize("text, field", [
+    ('name = "bad"\ninstructions = "assets/instructions.md"\ncontroller = "bogus"\n', "controller: unknown controller 'bogus'"),
+    (GOOD + 'controller = "feedback-retry"\nmax_attempts = 0\n', "max_attempts"),
+    (GOOD + 'controller = "single"\nmax_attempts = 3\n', "controller: max_attempts = 3"),
+    ('name = "bad"\ninstructions = "nope.md"\ncontroller = "single"\n', "instructions: file nope.md not found"),
+    (GOOD + 'controller = "single"\nskill = "assets/missing"\n', "skill: assets/missing/SKILL.md not found"),
+    (GOOD + 'controller = "single"\nskill = "assets/nofront"\n', "skill: assets/nofront/SKILL.md: no YAML front matter"),
+    (GOOD + 'controller = "single"\nfeedback = "everything"\n', "feedback"),
+    (GOOD + 'controller = "single"\ncolour = "red"\n', "colour"),
+    (GOOD + 'controller = "single"\n[broken\n', "malformed TOML"),
+    ('name = "other"\ninstructions = "assets/instructions.md"\ncontroller = "single"\n', "name: 'other' differs"),
+    ('instructions = "assets/instructions.md"\ncontroller = "single"\n', "name: Field required"),
+])
+def test_bad_preset_names_file_and_field(tmp_path: Path, text: str, field: str):
+    (tmp_path / "assets" / "nofront").mkdir(parents=True)
+    (tmp_path / "assets" / "instructions.md").write_text("Be careful.\n")
+    (tmp_path / "assets" / "nofront" / "SKILL.md").write_text("# no front matter\n")
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(MarathonError) as err:
+        load_arm(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and field in message
+    assert "\n" not in message
+
+
+def test_unknown_arm_lists_presets():
+    with pytest.raises(MarathonError, match="unknown arm 'nope'.*presets: .*prompt-only"):
+        load_arm("nope")
+
+
+def _checks() -> list[CheckResult]:
+    return [
+        CheckResult(gate="privacy", check="test_no_email", tag="genuine", outcome=Outcome.failed,
+                    message="AssertionError: email leaked in state/ledger.log\nmore", duration_s=0.1),
+        CheckResult(gate="privacy", check="test_masked", tag="contract", outcome=Outcome.passed,
+                    duration_s=0.1),
+        CheckResult(gate="replay", check="test_replay", tag="genuine", outcome=Outcome.error,
+                    message="Timeout", duration_s=0.1),
+    ]
+
+
+def test_feedback_names_failing_gates_and_checks_only():
+    text = feedback_prompt(_checks(), "names", "THE BRIEF")
+    assert "gate `privacy`" in text and "`test_no_email`" in text and "gate `replay`" in text
+    assert "test_masked" not in text          # passing checks are not listed
+    assert "email leaked" not in text         # names level: no messages
+    assert text.rstrip().endswith("THE BRIEF")
+
+
+def test_feedback_messages_adds_first_line_of_each_failure():
+    text = feedback_prompt(_checks(), "messages", None)
+    assert "AssertionError: email leaked in state/ledger.log" in text and "more" not in text
+    assert "Timeout" in text
+    assert "brief of this episode" not in text  # session continuity: the brief is not repeated

@@ -1,0 +1,85 @@
+"""Run configuration: flags and experiment files, trial planning, paired seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.errors import MarathonError
+from benchmark.experiment import derive_seed, load_config, plan_trials
+
+
+def test_seed_depends_on_base_and_replicate_only():
+    assert derive_seed(0, 1) == derive_seed(0, 1)
+    assert len({derive_seed(0, r) for r in range(1, 50)}) == 49
+    assert derive_seed(1, 1) != derive_seed(0, 1)
+    assert 0 <= derive_seed(7, 3) < 2**31
+
+
+def test_arms_share_seeds_per_replicate():
+    config = load_config(None, {"marathon": "ledger", "arms": ("prompt-only", "feedback-retry"),
+                                "agents": ("oracle", "nop"), "replicates": 3})
+    trials = plan_trials(config, "run", "ledger", {"oracle": False, "nop": False})
+    assert len(trials) == 2 * 2 * 3
+    assert len({t.trial_id for t in trials}) == len(trials)
+    for r in (1, 2, 3):
+        seeds = {t.seed for t in trials if t.replicate == r}
+        assert seeds == {derive_seed(0, r)}
+    assert all(t.model == "none" and t.effort == "none" for t in trials)
+    assert [t.replicate for t in trials] == sorted(t.replicate for t in trials)  # replicate-major
+
+
+def test_flags_override_the_experiment_file(tmp_path: Path):
+    f = tmp_path / "exp.toml"
+    f.write_text('marathon = "ledger"\narms = ["prompt-only"]\nagents = ["oracle"]\n'
+                 'replicates = 4\njobs = 2\nout = "runs"\ntime_limit_s = 60\n')
+    config = load_config(f, {"replicates": 2, "arms": ()})
+    assert config.replicates == 2 and config.jobs == 2 and config.arms == ["prompt-only"]
+    assert config.out == (tmp_path / "runs").resolve() and config.time_limit_s == 60
+
+
+@pytest.mark.parametrize("text, overrides, expected", [
+    ('marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\nreplicates = 0\n', {}, "exp.toml: replicates: Input should be greater than or equal to 1"),
+    ('marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\n', {"replicates": 0}, "--replicates: Input should be greater than or equal to 1"),
+    ('marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\n', {"jobs": 0}, "--jobs:"),
+    ('marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\n', {"time_limit_s": -1.0}, "--time-limit:"),
+    ('marathon = "ledger"\nagents = ["oracle"]\n', {}, "arms: required (give --arm or set arms in -c FILE)"),
+    ('marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\nreplicas = 2\n', {}, "exp.toml: replicas: Extra inputs are not permitted"),
+    ('marathon = "ledger"\narms = [\n', {}, "exp.toml: malformed TOML"),
+])
+def test_bad_config_names_file_or_flag(tmp_path: Path, text: str, overrides: dict, expected: str):
+    f = tmp_path / "exp.toml"
+    f.write_text(text)
+    with pytest.raises(MarathonError) as err:
+        load_config(f, overrides)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_models_for_agents_without_one_are_refused():
+    config = load_config(None, {"marathon": "ledger", "arms": ("prompt-only",), "agents": ("oracle",),
+                                "models": ("scripted/echo",)})
+    with pytest.raises(MarathonError, match="--model: agents oracle use no model"):
+        plan_trials(config, "run", "ledger", {"oracle": False})
+
+
+def test_model_agents_cross_models_and_efforts():
+    config = load_config(None, {"marathon": "ledger", "arms": ("prompt-only",), "agents": ("cli", "oracle"),
+                                "models": ("scripted/a", "m-b"), "effort": ("low", "high")})
+    trials = plan_trials(config, "run", "ledger", {"cli": True, "oracle": False})
+    assert len(trials) == 4 + 1
+    assert {t.trial_id for t in trials if t.agent == "cli"} == {
+        "prompt-only.cli.scripted-a.low.r1", "prompt-only.cli.scripted-a.high.r1",
+        "prompt-only.cli.m-b.low.r1", "prompt-only.cli.m-b.high.r1"}
+
+
+def test_example_experiment_loads():
+    from benchmark.arms import load_arm
+
+    root = Path(__file__).parents[1]
+    config = load_config(root / "experiment.toml", {})
+    assert config.out == (root / "results").resolve()
+    for arm in config.arms:
+        load_arm(arm)
+    trials = plan_trials(config, "run", "ledger", {"oracle": False, "nop": False})
+    assert len(trials) == 3 * 2 * 2

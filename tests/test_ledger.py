@@ -1,0 +1,33 @@
+"""The ledger marathon through the driver: the oracle scores 100% after every episode; nop
+scores 0% and the feedback-retry controller makes every allowed attempt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from benchmark.driver import start_run
+from benchmark.experiment import load_config
+
+pytestmark = pytest.mark.docker
+
+
+def test_oracle_full_and_nop_zero_on_ledger(tmp_path: Path):
+    config = load_config(None, {"marathon": "ledger", "arms": ("feedback-retry",),
+                                "agents": ("oracle", "nop"), "jobs": 2, "out": tmp_path,
+                                "run_id": "ledger"})
+    outcome = start_run(config, display=False, console=Console(file=open(os.devnull, "w")))
+    assert outcome.status == "complete", outcome.failures
+    eps = pd.read_parquet(tmp_path / "ledger" / "episodes.parquet").sort_values(["agent", "episode_index"])
+    oracle, nop = eps[eps.agent == "oracle"], eps[eps.agent == "nop"]
+    assert list(oracle.episode) == list(nop.episode) == ["e1", "e2", "e3", "e4"]
+    assert list(oracle.score) == [1.0] * 4 and list(oracle.attempts) == [1] * 4
+    assert list(oracle.gates_active) == [2, 4, 5, 6]
+    assert list(nop.score) == [0.0] * 4 and list(nop.attempts) == [3] * 4
+    checks = pd.read_parquet(tmp_path / "ledger" / "checks.parquet")
+    assert (checks[checks.agent == "oracle"].outcome == "passed").all()
+    assert not (checks[checks.agent == "nop"].outcome == "passed").any()

@@ -1,0 +1,118 @@
+"""Records: Parquet tables in long form, crash-safe parts, readable by pandas, polars, DuckDB."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+
+from benchmark.records import (SCHEMA_VERSION, TABLES, AttemptRow, CheckRow, EpisodeRecords,
+                               EpisodeRow, RecordStore, TrialKeys, UsageRow, read_table)
+
+NOW = datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)
+
+
+def keys(trial: str = "a.oracle.none.none.r1") -> TrialKeys:
+    return TrialKeys(run_id="r", trial_id=trial, marathon="tiny", arm="a", agent="oracle",
+                     model="none", effort="none", replicate=1, seed=42)
+
+
+def episode(k: TrialKeys, ep: str, index: int, attempts: int = 1, usage: bool = False) -> EpisodeRecords:
+    kd = k.model_dump()
+    return EpisodeRecords(
+        episode=EpisodeRow(**kd, episode=ep, episode_index=index, attempts=attempts,
+                           recovery_attempts=attempts - 1, score=0.5, gates_active=2, gates_passed=1,
+                           checks_total=2, checks_passed=1, started_at=NOW, ended_at=NOW, wall_s=2.0,
+                           agent_s=1.0, scoring_s=0.9, overhead_s=1.0, commit=None),
+        attempts=[AttemptRow(**kd, episode=ep, attempt=n, recovery=n > 1, outcome="ok", exit_code=None,
+                             error="", duration_s=1.0, time_limit_s=60, score=0.5, gates_active=2,
+                             gates_passed=1, checks_total=2, checks_passed=1, scoring_s=0.9,
+                             commit="abc", artifacts=f"artifacts/x/{ep}/{n}")
+                  for n in range(1, attempts + 1)],
+        checks=[CheckRow(**kd, episode=ep, attempt=n, gate=g, gate_active_from="e1", check="test_x",
+                         tag="genuine", outcome="passed" if g == "g1" else "failed", message="",
+                         duration_s=0.1)
+                for n in range(1, attempts + 1) for g in ("g1", "g2")],
+        usage=[UsageRow(**kd, episode=ep, attempt=1, call=0, source="proxy", api_model="scripted/x",
+                        input_tokens=10, output_tokens=5, cost_usd=None, latency_s=0.2,
+                        http_status=200)] if usage else [],
+    )
+
+
+def test_tables_are_written_after_each_episode_and_read_everywhere(tmp_path: Path):
+    k1, k2 = keys(), keys("a.nop.none.none.r1")
+    planned = [(k1, 2), (k2, 2)]
+    store = RecordStore(tmp_path)
+    store.consolidate(planned)
+    for table in TABLES:  # empty tables exist from the start, with their schema
+        assert pd.read_parquet(tmp_path / f"{table}.parquet").shape[0] == (2 if table == "trials" else 0)
+    store.write_episode(episode(k1, "e1", 1, attempts=2, usage=True), planned)
+    store.write_episode(episode(k2, "e1", 1), planned)
+    store.write_episode(episode(k1, "e2", 2), planned)
+
+    for table in TABLES:
+        path = tmp_path / f"{table}.parquet"
+        p, q = pd.read_parquet(path), pl.read_parquet(path)
+        d = duckdb.sql(f"select * from read_parquet('{path}')").df()
+        assert len(p) == len(q) == len(d)
+        assert list(p.columns) == q.columns == list(d.columns)
+        assert pq.read_schema(path).metadata[b"marathon.schema_version"] == str(SCHEMA_VERSION).encode()
+        for col in TrialKeys.model_fields:
+            assert col in p.columns
+    assert len(pd.read_parquet(tmp_path / "checks.parquet")) == (2 * 2) + 2 + 2
+    usage = pl.read_parquet(tmp_path / "usage.parquet")
+    assert usage["cost_usd"].null_count() == 1 and usage["http_status"][0] == 200
+    trials = read_table(tmp_path, "trials").to_pandas().set_index("trial_id")
+    assert trials.loc[k1.trial_id, "status"] == "complete"
+    assert trials.loc[k1.trial_id, "final_score"] == 0.5 and trials.loc[k1.trial_id, "attempts"] == 3
+    assert trials.loc[k2.trial_id, "status"] == "incomplete"
+    assert pd.isna(trials.loc[k2.trial_id, "final_score"])
+
+
+def test_rewriting_an_episode_replaces_never_duplicates(tmp_path: Path):
+    k = keys()
+    store = RecordStore(tmp_path)
+    store.write_episode(episode(k, "e1", 1, attempts=3), [(k, 1)])
+    store.write_episode(episode(k, "e1", 1, attempts=1), [(k, 1)])  # re-run after a crash
+    reopened = RecordStore(tmp_path)
+    assert reopened.finished() == {(k.trial_id, "e1")}
+    assert len(read_table(tmp_path, "attempts")) == 1
+
+
+def test_parts_without_their_episodes_part_are_not_counted(tmp_path: Path):
+    k = keys()
+    store = RecordStore(tmp_path)
+    store.write_episode(episode(k, "e1", 1), [(k, 2)])
+    # A crash after the attempts part of e2 was written but before its episodes part:
+    rec = episode(k, "e2", 2)
+    from benchmark.records import to_table, write_atomic
+    write_atomic(to_table("attempts", rec.attempts), tmp_path / "parts" / "attempts" / f"{k.trial_id}.e2.parquet")
+    reopened = RecordStore(tmp_path)
+    assert reopened.finished() == {(k.trial_id, "e1")}
+    reopened.consolidate([(k, 2)])
+    assert set(read_table(tmp_path, "attempts").column("episode").to_pylist()) == {"e1"}
+
+
+def test_duckdb_reads_the_long_checks_table_with_sql(tmp_path: Path):
+    k = keys()
+    store = RecordStore(tmp_path)
+    store.write_episode(episode(k, "e1", 1, attempts=2), [(k, 1)])
+    rows = duckdb.sql(
+        f"select attempt, count(*) filter (where outcome = 'passed') as ok "
+        f"from read_parquet('{tmp_path / 'checks.parquet'}') group by attempt order by attempt").fetchall()
+    assert rows == [(1, 1), (2, 1)]
+
+
+def test_every_column_is_documented_with_the_schema_version():
+    from benchmark.records import ROW_MODELS
+
+    doc = (Path(__file__).parents[1] / "docs" / "results-schema.md").read_text()
+    assert f"Schema version: **{SCHEMA_VERSION}**" in doc
+    for table, model in ROW_MODELS.items():
+        assert f"`{table}.parquet`" in doc
+        for column in model.model_fields:
+            assert f"| `{column}` |" in doc, f"{table}.{column} is not documented"

@@ -1,0 +1,157 @@
+"""The trial sandbox, against a real Docker engine."""
+
+from __future__ import annotations
+
+import io
+import secrets
+import tarfile
+from pathlib import Path
+
+import docker
+import pytest
+
+from benchmark.docker_env import LABEL, client
+from benchmark.sandbox import (TRIAL_LABEL, Sandbox, ensure_run_network, extract_snapshot,
+                               remove_run_resources)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def sandbox(images, tiny):
+    run_id = f"test-{secrets.token_hex(3)}"
+    net = ensure_run_network(run_id)
+    sb = Sandbox.create(run_id=run_id, trial_id="t1", image=images.agent, network=net)
+    sb.put_directory(tiny / "starter")
+    sb.init_repo()
+    yield sb
+    remove_run_resources(run_id)
+
+
+def test_container_is_confined_and_labelled(sandbox):
+    attrs = client().api.inspect_container(sandbox.container.id)
+    host = attrs["HostConfig"]
+    assert attrs["Config"]["User"] == "1000:1000"
+    assert host["Memory"] > 0 and host["NanoCpus"] > 0 and host["PidsLimit"] > 0
+    assert host["CapDrop"] == ["ALL"]
+    assert attrs["Config"]["Labels"][LABEL] == sandbox.run_id
+    assert attrs["Config"]["Labels"][TRIAL_LABEL] == "t1"
+    (net_name,) = attrs["NetworkSettings"]["Networks"]
+    net = client().networks.get(net_name)
+    assert net.attrs["Internal"] is True and net.attrs["Labels"][LABEL] == sandbox.run_id
+    assert sandbox.run("id -u").strip() == "1000"
+    probe = sandbox.exec(["python3", "-c", "import socket\ntry:\n socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
+                          " print('reached')\nexcept OSError:\n print('unreachable')"], timeout_s=20)
+    assert probe.output.strip() == "unreachable"
+
+
+def test_starter_is_committed_in_a_git_workspace(sandbox, tiny):
+    log = sandbox.run("git log --format=%s")
+    assert log.strip() == "marathon: starter"
+    assert sandbox.run("git status --porcelain") == ""
+    assert sandbox.run("cat tiny/__main__.py") == (tiny / "starter" / "tiny" / "__main__.py").read_text()
+
+
+def test_exec_timeout_kills_the_command_and_its_children(sandbox):
+    res = sandbox.exec(["sh", "-c", "sleep 300 & sleep 300"], timeout_s=1.5)
+    assert res.timed_out and res.exit_code is None and 1.5 <= res.duration_s < 15
+    assert "sleep 300" not in sandbox.run("ps -eo args")
+    assert sandbox.container.reload() is None and sandbox.container.status == "running"
+    ok = sandbox.exec(["true"], timeout_s=30)  # the container goes on
+    assert ok.exit_code == 0 and not ok.timed_out
+
+
+def test_commit_archive_restore_round_trip(sandbox, tmp_path: Path):
+    base = sandbox.head()
+    sandbox.put_files({"notes/a.txt": b"alpha\n"})
+    sandbox.run("echo ignored > build.log && echo 'build.log' > .gitignore")
+    commit = sandbox.commit("marathon: e1 attempt 1")
+    assert commit and commit != base
+    assert "+alpha" in sandbox.diff(base, commit)
+    archive = sandbox.archive()
+    snap = extract_snapshot(archive, tmp_path / "snap")
+    assert (snap / "notes" / "a.txt").read_text() == "alpha\n"
+    assert (snap / "build.log").is_file()          # ignored files are scored too
+    assert not (snap / ".git").exists()            # the snapshot never carries .git
+
+    sandbox.run("rm -rf notes && git commit -qam gone")
+    sandbox.restore(archive)
+    assert sandbox.head() == commit
+    assert sandbox.run("cat notes/a.txt") == "alpha\n"
+    assert sandbox.run("stat -c %u notes/a.txt").strip() == "1000"
+
+
+def test_snapshot_extraction_refuses_to_escape(tmp_path: Path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, target in [("workspace/ok.txt", "file", ""), ("workspace/evil", "sym", "/etc/passwd"),
+                                   ("workspace/../../escape.txt", "file", ""), ("workspace/.git/HEAD", "file", "")]:
+            info = tarfile.TarInfo(name)
+            if kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                tar.addfile(info)
+            else:
+                info.size = 2
+                tar.addfile(info, io.BytesIO(b"hi"))
+    snap = extract_snapshot(buf.getvalue(), tmp_path / "snap")
+    assert sorted(p.name for p in snap.iterdir()) == ["ok.txt"]
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_leftovers_are_found_by_label_and_removed(images):
+    run_id = f"test-{secrets.token_hex(3)}"
+    net = ensure_run_network(run_id)
+    Sandbox.create(run_id=run_id, trial_id="a", image=images.agent, network=net)
+    Sandbox.create(run_id=run_id, trial_id="b", image=images.agent, network=net)
+    assert remove_run_resources(run_id) == (2, 1)
+    assert client().containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}) == []
+    with pytest.raises(docker.errors.NotFound):
+        client().networks.get(net)
+
+
+def test_agents_that_read_instructions_get_the_arm_material(sandbox):
+    from benchmark.agents.base import Agent
+    from benchmark.arms import load_arm
+
+    class Reader(Agent):
+        name = "reader"
+        reads_instructions = True
+
+        def run(self, sandbox, prompt, ctx):
+            raise NotImplementedError
+
+    arm = load_arm("skill-only")
+    Reader().prepare(sandbox, arm)
+    listing = sandbox.run("find CLAUDE.md AGENTS.md .claude .agents -type f | sort")
+    assert listing.split() == [".agents/skills/recovery/SKILL.md", ".claude/skills/recovery/SKILL.md",
+                               "AGENTS.md", "CLAUDE.md"]
+    assert sandbox.run("cat CLAUDE.md") == arm.instructions.read_text()
+    assert sandbox.run("stat -c %u .claude/skills/recovery/SKILL.md").strip() == "1000"
+
+
+def test_oracle_and_nop_leave_no_arm_material(sandbox):
+    from benchmark.agents import get_agent
+    from benchmark.arms import load_arm
+
+    for name in ("oracle", "nop"):
+        get_agent(name).prepare(sandbox, load_arm("skill-only"))
+    assert sandbox.run("ls -A").split() == [".git", "README.md", "tiny"]
+
+
+def test_oracle_replaces_every_file_but_keeps_the_history(sandbox, tiny, tmp_path):
+    from benchmark.agents import get_agent
+    from benchmark.agents.base import AttemptContext
+    from benchmark.arms import load_arm
+    from benchmark.marathon import load_marathon
+
+    marathon = load_marathon(tiny)
+    sandbox.put_files({"stray.txt": b"not in the reference\n"})
+    before = sandbox.head()
+    ctx = AttemptContext(trial_id="t1", episode=marathon.episode("e2"), attempt=1,
+                         arm=load_arm("prompt-only"), model="none", effort="none", time_limit_s=60,
+                         transcript=tmp_path / "transcript")
+    result = get_agent("oracle").run(sandbox, "brief", ctx)
+    assert result.outcome.value == "ok" and "reference e2" in (tmp_path / "transcript").read_text()
+    assert sandbox.run("ls -A").split() == [".git", "README.md", "tiny"]
+    assert sandbox.run("cat tiny/__main__.py") == (tiny / "reference" / "e2" / "tiny" / "__main__.py").read_text()
+    assert sandbox.head() == before  # history untouched; the harness commits after the attempt
