@@ -495,10 +495,13 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
     """
     if stop.is_set():
         raise Interrupted()
+    agent = get_agent(keys.agent)
+    # Agents that call no model get no network at all; the others only the run's network.
     sandbox = Sandbox.create(run_id=plan.run_id, trial_id=keys.trial_id, image=plan.images.agent,
-                             network=network, limits=plan.sandbox_limits)
+                             network=network if agent.uses_model else None,
+                             limits=plan.sandbox_limits)
     try:
-        runner = TrialRunner(plan, keys, sandbox, get_agent(keys.agent), run_dir, stop, progress)
+        runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress)
         runner.start(start_index)
         for index in range(start_index, len(plan.marathon.episodes)):
             episode = plan.marathon.episodes[index]

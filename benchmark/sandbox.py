@@ -4,8 +4,11 @@ A :class:`Sandbox` is a container of the agent image with ``/workspace`` a git r
 initialised from the marathon's starter (copied in with :meth:`Sandbox.put_directory`, never
 mounted, then :meth:`Sandbox.init_repo`). Everything in it runs as the
 non-root user uid 1000, PID 1 included (a tiny reaper, so processes left behind by an attempt are
-collected); every capability is dropped; CPU, memory and process limits apply; the only network
-is the run's internal Docker network (``internal=True``), which reaches nothing. Containers and
+collected); every capability is dropped; CPU, memory and process limits apply. Agents that call
+no model get no network at all; model agents get the run's internal Docker network
+(``internal=True``). Known gap: with the engine started ``--iptables=false`` (as ``make setup``
+does) nothing filters that network, so a container on it can reach host ports on the gateway
+address; confining it to the proxy is open work. Containers and
 networks carry the labels :data:`~benchmark.docker_env.LABEL` (run id) and :data:`TRIAL_LABEL`
 (trial id), so the leftovers of a dead run are found and removed by :func:`remove_run_resources`.
 
@@ -217,9 +220,12 @@ class Sandbox:
         """Id of the trial."""
 
     @classmethod
-    def create(cls, *, run_id: str, trial_id: str, image: str, network: str,
+    def create(cls, *, run_id: str, trial_id: str, image: str, network: str | None,
                limits: SandboxLimits | None = None) -> "Sandbox":
         """Start a trial container from ``image`` on ``network`` with an empty ``/workspace``.
+
+        ``network=None`` gives the container no network at all (only loopback): the right
+        sandbox for agents that call no model.
 
         Raises:
             MarathonError: Docker refuses to create or start the container.
@@ -230,7 +236,8 @@ class Sandbox:
         try:
             container = c.containers.run(
                 image, ["python3", "-c", _REAPER], name=name, detach=True,
-                user=AGENT_USER, working_dir=WORKSPACE, network=network,
+                user=AGENT_USER, working_dir=WORKSPACE,
+                **({"network": network} if network else {"network_mode": "none"}),
                 environment={"HOME": AGENT_HOME},
                 mem_limit=limits.mem_limit, memswap_limit=limits.mem_limit,
                 nano_cpus=limits.nano_cpus, pids_limit=limits.pids_limit,

@@ -40,9 +40,20 @@ def test_container_is_confined_and_labelled(sandbox):
     net = client().networks.get(net_name)
     assert net.attrs["Internal"] is True and net.attrs["Labels"][LABEL] == sandbox.run_id
     assert sandbox.run("id -u").strip() == "1000"
-    probe = sandbox.exec(["python3", "-c", "import socket\ntry:\n socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
-                          " print('reached')\nexcept OSError:\n print('unreachable')"], timeout_s=20)
-    assert probe.output.strip() == "unreachable"
+
+
+def test_a_no_model_sandbox_has_no_network_at_all(images):
+    """Agents that call no model get only loopback: no interface to send anything through."""
+    run_id = f"test-{secrets.token_hex(3)}"
+    sb = Sandbox.create(run_id=run_id, trial_id="t1", image=images.agent, network=None)
+    try:
+        attrs = client().api.inspect_container(sb.container.id)
+        assert attrs["HostConfig"]["NetworkMode"] == "none"
+        probe = sb.exec(["python3", "-c", "import socket; print(sorted(n for _, n in socket.if_nameindex()))"],
+                        timeout_s=20)
+        assert probe.output.strip() == "['lo']"
+    finally:
+        remove_run_resources(run_id)
 
 
 def test_starter_is_committed_in_a_git_workspace(sandbox, tiny):
