@@ -138,7 +138,7 @@ class Streaming:
         except BrokenPipeError:
             pass  # the process already exited; the check sees it in the final state
 
-    def wait_idle(self, watch: Path, limit: float = 3.0, settle: int = 2) -> None:
+    def wait_idle(self, watch: Path, limit: float = 10.0, settle: int = 2) -> None:
         """Wait until the process has read all fed input and blocks for more.
 
         Idle means: the pipe holds no unread bytes, the process is sleeping,
