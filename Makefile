@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 RUN_CONFIG ?= experiment.toml
+RESULTS ?= results
 
 .PHONY: help setup docker-engine install images validate test marathon clean-containers
 
 help:
-	@echo "make marathon   install what is missing, build images, run the main job, print where results are"
+	@echo "make marathon   install what is missing, build images, run the main job, write its report, print its path"
 	@echo "make test       run the test suite (needs Docker; installs nothing)"
 	@echo "make setup      install the Python package and, on Debian, a Docker engine and debootstrap"
 	@echo "make validate   check the ledger marathon (references pass, starter and mutants fail)"
@@ -15,7 +16,7 @@ install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # On a Debian host without a running engine: install docker.io and debootstrap and start dockerd
-# (no iptables, no default bridge: the harness uses only internal networks). Elsewhere a missing
+# (no iptables, no default bridge: trial containers have no network at all). Elsewhere a missing
 # engine is a clear error.
 docker-engine:
 	@if docker info >/dev/null 2>&1 && command -v debootstrap >/dev/null; then exit 0; fi; \
@@ -41,8 +42,22 @@ validate: images
 test:
 	$(PYTHON) -m pytest
 
+# Run the main job, then write its report (tables, charts, report.md) into <run dir>/report and
+# print the report's path. A run that stopped with failed or interrupted trials is reported too
+# (they are listed as excluded); make still exits with the run's status.
+# The main job (experiment.toml) is the real Claude Code CLI against the scripted model, a
+# simulation, offline. Against a vendor API instead, name the model (and the agent) on the command
+# line, with the vendor's key in the environment:
+#   ANTHROPIC_API_KEY=... make marathon MODEL=claude-sonnet-4-5
+#   OPENAI_API_KEY=...    make marathon AGENT=codex MODEL=gpt-5-codex
+cmdline = $(filter command line,$(origin $(1)))
+MODEL_FLAGS = $(if $(call cmdline,AGENT),--agent $(AGENT)) $(if $(call cmdline,MODEL),--model $(MODEL))
 marathon: images
-	marathon run -c $(RUN_CONFIG)
+	@run_id=$$(date -u +%Y%m%dT%H%M%SZ)-make; \
+	marathon run -c $(RUN_CONFIG) --out $(RESULTS) --run-id $$run_id $(MODEL_FLAGS); status=$$?; \
+	if [ -f $(RESULTS)/$$run_id/trials.parquet ]; then \
+	  marathon report $(RESULTS)/$$run_id --out $(RESULTS)/$$run_id/report || exit $$?; fi; \
+	exit $$status
 
 clean-containers:
 	-docker ps -aq --filter label=org.marathon.run | xargs -r docker rm -f

@@ -3,8 +3,8 @@
 An *arm* is one experimental condition: the standing instructions the agent reads (written to the
 workspace as ``CLAUDE.md`` and ``AGENTS.md`` by agents that read such files), an optional skill
 directory (``SKILL.md`` with YAML front matter ``name`` and ``description``), and the
-*controller* that runs the attempts of an episode (``single``, ``feedback-retry``; see
-:mod:`benchmark.controllers`). Paths are relative to the TOML file.
+*controller* that runs the attempts of an episode (``single``, ``feedback-retry``,
+``governed``; see :mod:`benchmark.controllers` and ``docs/arms.md``). Paths are relative to the TOML file.
 
 Example ``arms/feedback-retry.toml``::
 
@@ -16,7 +16,8 @@ Example ``arms/feedback-retry.toml``::
     feedback = "names"
     max_attempts = 3
 
-A bad preset (malformed TOML, unknown field or controller, missing asset, ``max_attempts < 1``)
+A bad preset (malformed TOML, unknown field or controller, missing asset, ``max_attempts < 1``,
+a budget on a controller that does not enforce budgets)
 fails with a :class:`~benchmark.errors.MarathonError` naming the file and the field, before any
 container starts.
 """
@@ -31,6 +32,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from benchmark.budget import Budget
 from benchmark.errors import MarathonError
 from benchmark.paths import ARMS_DIR
 
@@ -58,8 +60,8 @@ class Arm(BaseModel):
     installed under ``.claude/skills/<name>/`` and ``.agents/skills/<name>/``."""
 
     controller: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
-    """Name of the controller that runs an episode's attempts: ``single`` or
-    ``feedback-retry`` (see :mod:`benchmark.controllers`)."""
+    """Name of the controller that runs an episode's attempts: ``single``, ``feedback-retry``
+    or ``governed`` (see :mod:`benchmark.controllers` and ``docs/arms.md``)."""
 
     feedback: FeedbackLevel = "names"
     """What a re-prompt after a red scoring tells the agent: ``names`` of the failing gates and
@@ -72,6 +74,10 @@ class Arm(BaseModel):
     session_continuity: bool = False
     """Whether agents that keep sessions continue the previous attempt's session instead of
     starting a new one (agents without sessions ignore it)."""
+
+    budget: Budget | None = None
+    """Token and USD limits per episode and per trial (``[budget]`` table); only the
+    ``governed`` controller enforces budgets, so other controllers reject one."""
 
     source: Path = Path(".")
     """The TOML file the arm was loaded from."""
@@ -139,7 +145,7 @@ def load_arm(name_or_path: str | Path) -> Arm:
             missing, or the controller is unknown or not implemented yet. The message names the
             file and the field.
     """
-    from benchmark.controllers import check_controller
+    from benchmark.controllers import check_controller, controller_enforces_budget
 
     toml_path = resolve_arm_path(name_or_path)
     if not toml_path.is_file():
@@ -175,4 +181,7 @@ def load_arm(name_or_path: str | Path) -> Arm:
         check_controller(arm.controller, arm.max_attempts)
     except MarathonError as e:
         raise MarathonError(f"{toml_path}: controller: {e}") from None
+    if arm.budget is not None and not controller_enforces_budget(arm.controller):
+        raise MarathonError(f"{toml_path}: budget: controller {arm.controller!r} does not enforce "
+                            "budgets (only 'governed' does)")
     return arm.model_copy(update={"instructions": instructions, "skill": skill})

@@ -108,6 +108,7 @@ class OneLineCommand(click.Command):
 @click.option("--out", type=click.Path(path_type=Path), help="Directory for run directories.  [default: results/]")
 @click.option("--time-limit", "time_limit_s", type=float, help="Per-attempt agent time limit, seconds.  [default: 1800]")
 @click.option("--run-id", help="Run id (default: start time and random digits).")
+@click.option("--episodes", type=int, help="Play only the first N episodes (>= 1).  [default: all]")
 @click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
 def run(config_file, resume_dir, no_progress, **flags) -> None:
     """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
@@ -137,6 +138,29 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
         console.print(f"resume with: marathon run --resume {outcome.run_dir}")
         sys.exit(130)
     sys.exit(0 if outcome.status == "complete" else 1)
+
+
+@main.command(cls=OneLineCommand)
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path),
+                metavar="RUN_DIR...")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Output directory.  [default: <first RUN_DIR>/report]")
+@click.option("--k", type=click.IntRange(min=1),
+              help="k of pass@k and pass^k.  [default: fewest complete replicates of any group, at most 5]")
+@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+def report(run_dirs: tuple[Path, ...], out_dir: Path | None, k: int | None, resamples: int,
+           seed: int) -> None:
+    """Write tables, statistics, charts and report.md for one or more runs (several runs of
+    the same marathon version combine, e.g. one per model). Prints the path of report.md."""
+    from benchmark.report import ReportOptions, build_report
+
+    out = out_dir if out_dir is not None else run_dirs[0] / "report"
+    files = build_report(list(run_dirs), out, ReportOptions(k=k, resamples=resamples, seed=seed))
+    console.print(f"report: {len(files.tables)} tables, {len(files.charts)} chart files in "
+                  f"{files.seconds:.1f} s")
+    click.echo(str(files.report))
 
 
 @main.command(cls=OneLineCommand)

@@ -13,6 +13,7 @@ Run directory layout (``<out>/<run id>/``)::
     trials|episodes|attempts|checks|usage.parquet   consolidated tables
     parts/<table>/<trial>.<episode>.parquet         one part per finished episode
     workspaces/<trial>/<episode>.tar                /workspace (with .git) after the episode
+    capsules/<trial>.json, evidence/<trial>.jsonl    governed trials: capsule, evidence ledger
     artifacts/<trial>/<episode>/<attempt>/          prompt.md, transcript, workspace.diff, score.json
     errors.log                     tracebacks of trials that failed (the run stays resumable)
 
@@ -26,6 +27,7 @@ episodes are kept, and the run is resumable.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -43,7 +45,7 @@ from rich.console import Console
 from benchmark.agents import Agent, AttemptContext, AttemptResult, get_agent
 from benchmark.arms import Arm, load_arm
 from benchmark.controllers import get_controller
-from benchmark.controllers.base import gate_score, gate_verdicts
+from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
 from benchmark.docker_env import LABEL
 from benchmark.errors import MarathonError
 from benchmark.experiment import RunConfig, check_output_dir, plan_trials
@@ -51,11 +53,12 @@ from benchmark.images import ImageSet, build_images
 from benchmark.manifest import (Manifest, Session, git_state, host_info, read_manifest,
                                 simulated_models, utcnow, write_manifest)
 from benchmark.marathon import EpisodeSpec, Marathon, load_marathon
+from benchmark.model_access import SIMULATION, ModelServices, model_upstreams
 from benchmark.progress import LiveProgress
 from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow, RecordStore,
                                TrialKeys, UsageRow)
-from benchmark.sandbox import (TRIAL_LABEL, Sandbox, SandboxLimits, ensure_run_network,
-                               extract_snapshot, remove_run_resources)
+from benchmark.sandbox import (TRIAL_LABEL, Sandbox, SandboxLimits, extract_snapshot,
+                               remove_run_resources)
 from benchmark.scorer import CheckResult, ScorerLimits, score
 
 
@@ -80,6 +83,9 @@ class Plan(BaseModel):
     """Harness images (agent image included)."""
     trials: list[TrialKeys]
     """Every trial of the run."""
+    model_upstreams: dict[str, str] = {}
+    """Model -> where its calls go (the scripted model server, a simulation, or a vendor API's
+    base URL); empty when no agent uses a model."""
     sandbox_limits: SandboxLimits = SandboxLimits()
     """Limits of each trial container."""
     scorer_limits: ScorerLimits = ScorerLimits()
@@ -111,14 +117,25 @@ def new_run_id() -> str:
 def make_plan(config: RunConfig, run_id: str, log=lambda line: None) -> Plan:
     """Validate a configuration into a :class:`Plan`; write nothing.
 
-    Checks, in order: marathon, arms, agents, output directory, trials, then the Docker engine
-    and the images (built if their recipe changed).
+    Checks, in order: marathon (cut to its first ``config.episodes`` episodes when set), arms,
+    agents, output directory, trials, model access (a known ``scripted/`` model, or the vendor
+    key of a real model's agent in the environment), then the Docker engine and the images
+    (built if their recipe changed).
 
     Raises:
         MarathonError: any bad input (unknown marathon, arm or agent, bad preset, unwritable
-            output, Docker unreachable); the message names the file, field or flag.
+            output, too many episodes, a model agent without a model, a real model without its
+            API key, Docker unreachable); the message names the file, field, flag or variable.
     """
     marathon = load_marathon(config.marathon)
+    if config.episodes is not None:
+        if config.episodes > len(marathon.episodes):
+            raise MarathonError(f"--episodes: marathon {marathon.name} has {len(marathon.episodes)} "
+                                f"episodes, got {config.episodes}")
+        kept = marathon.episodes[:config.episodes]
+        ids = {e.id for e in kept}
+        marathon = marathon.model_copy(update={
+            "episodes": kept, "gate": [g for g in marathon.gate if g.active_from in ids]})
     arms: dict[str, Arm] = {}
     for name in config.arms:
         arm = load_arm(name)
@@ -128,8 +145,10 @@ def make_plan(config: RunConfig, run_id: str, log=lambda line: None) -> Plan:
     agents = {name: get_agent(name) for name in config.agents}
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
+    upstreams = model_upstreams(trials, agents)
     images = build_images(agent=True, log=log)
-    return Plan(run_id=run_id, config=config, marathon=marathon, arms=arms, images=images, trials=trials)
+    return Plan(run_id=run_id, config=config, marathon=marathon, arms=arms, images=images,
+                trials=trials, model_upstreams=upstreams)
 
 
 def _lock_run_dir(run_dir: Path):
@@ -166,10 +185,13 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
         marathon=plan.marathon.name, marathon_hash=plan.marathon.content_hash(),
         episodes=plan.marathon.episode_ids,
         arm_hashes={n: a.config_hash() for n, a in plan.arms.items()}, images=plan.images,
+        arm_settings={n: a.model_dump(mode="json", include={"controller", "feedback", "max_attempts",
+                                                             "session_continuity", "budget"})
+                      for n, a in plan.arms.items()},
         agent_cli_versions={"claude-code": plan.images.claude_code_version,
                             "codex": plan.images.codex_version},
         simulated=bool(simulated_models(models)), simulated_models=simulated_models(models),
-        trials=plan.trials, started_at=now,
+        model_upstreams=plan.model_upstreams, trials=plan.trials, started_at=now,
         sessions=[Session(started_at=now, resume=False, pid=os.getpid(), jobs=config.jobs,
                           host=host_info())],
     )
@@ -249,7 +271,12 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
 
     stop = threading.Event()
     failures: list[str] = []
-    network = ensure_run_network(plan.run_id) if todo else None
+    services = None
+    if any(get_agent(t.agent).uses_model for t in todo):
+        apis = {getattr(get_agent(t.agent), "api") for t in todo
+                if get_agent(t.agent).uses_model and plan.model_upstreams.get(t.model) != SIMULATION}
+        services = ModelServices.start(plan.run_id, run_dir, plan.config.marathon,
+                                       plan.model_upstreams, apis)
 
     cleaners: list[threading.Thread] = []
 
@@ -275,7 +302,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
         with progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="trial") as pool:
             futures = {
                 pool.submit(_run_trial, plan, keys, done[keys.trial_id], run_dir, store, planned,
-                            network, stop, progress): keys
+                            services, stop, progress): keys
                 for keys in todo
             }
             pending = set(futures)
@@ -302,6 +329,8 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
         for cleaner in cleaners:
             cleaner.join()
         remove_run_resources(plan.run_id)
+        if services is not None:
+            services.stop()
         store.consolidate(planned)
         complete = sum(
             sum((t.trial_id, e) in store.finished() for e in plan.marathon.episode_ids) == n_episodes
@@ -335,6 +364,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 class _AttemptMeta(BaseModel):
     commit: str | None
+    snapshot_sha256: str
     scoring_s: float
 
 
@@ -367,6 +397,7 @@ class TrialRunner:
         self.plan, self.keys, self.sandbox, self.agent = plan, keys, sandbox, agent
         self.arm = plan.arms[keys.arm]
         self.run_dir, self.stop, self.progress = run_dir, stop, progress
+        self.marathon = plan.marathon
         self.controller = get_controller(self.arm)
         self._meta: dict[int, _AttemptMeta] = {}
         self._last_archive: bytes | None = None
@@ -412,10 +443,31 @@ class TrialRunner:
             trial_id=self.keys.trial_id, episode=episode.id, attempt=attempt, seed=self.keys.seed,
             commit=commit, score=gate_score(checks), gates=gate_verdicts(checks), checks=checks,
         ).model_dump_json(indent=2) + "\n", encoding="utf-8")
-        self._meta[attempt] = _AttemptMeta(commit=commit, scoring_s=time.monotonic() - t0)
+        self._meta[attempt] = _AttemptMeta(commit=commit, snapshot_sha256=hashlib.sha256(archive).hexdigest(),
+                                           scoring_s=time.monotonic() - t0)
         self._last_archive = archive
         self._head = commit or self._head
         return checks
+
+    def snapshot_of(self, attempt: int) -> tuple[str | None, str]:
+        """``(commit, SHA-256 of the workspace archive)`` scored after ``attempt`` of the current
+        episode."""
+        meta = self._meta[attempt]
+        return meta.commit, meta.snapshot_sha256
+
+    def rollback(self, commit: str) -> None:
+        """Reset the workspace to ``commit`` (a governed controller's rollback); the next
+        attempt's ``workspace.diff`` starts from it.
+
+        Raises:
+            Interrupted: the run is stopping.
+            MarathonError: the reset failed (e.g. the agent broke the repository).
+        """
+        if self.stop.is_set():
+            raise Interrupted()
+        self.sandbox.kill_agent_processes()
+        self.sandbox.reset_to(commit)
+        self._head = commit
 
     def start(self, start_index: int) -> None:
         """Set up the workspace: the starter plus the arm's material (first episode), or the
@@ -459,6 +511,8 @@ class TrialRunner:
                 checks_total=len(a.checks), checks_passed=passed, scoring_s=meta.scoring_s,
                 commit=meta.commit,
                 artifacts=self._artifacts(episode.id, a.number).relative_to(self.run_dir).as_posix(),
+                rolled_back=a.rolled_back, decision=_decision(a, self.arm.max_attempts),
+                **_usage_columns(a.result),
             ))
             for c in a.checks:
                 check_rows.append(CheckRow(
@@ -469,11 +523,13 @@ class TrialRunner:
                 usage_rows.append(UsageRow(**keys, **u.model_dump(), episode=episode.id,
                                            attempt=a.number, call=i))
         final = attempts[-1]
+        rollbacks = sum(a.rolled_back for a in attempts)
         agent_s = sum(a.result.duration_s for a in attempts)
         wall_s = time.monotonic() - t0
         row = EpisodeRow(
             **keys, episode=episode.id, episode_index=index + 1, attempts=len(attempts),
-            recovery_attempts=len(attempts) - 1, score=final.score,
+            recovery_attempts=len(attempts) - 1 + rollbacks, rollbacks=rollbacks,
+            decision=_decision(final, self.arm.max_attempts), score=final.score,
             gates_active=len(final.gate_verdicts), gates_passed=final.gates_passed,
             checks_total=len(final.checks),
             checks_passed=sum(c.outcome.value == "passed" for c in final.checks),
@@ -484,10 +540,32 @@ class TrialRunner:
         return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows)
 
 
+def _decision(attempt, max_attempts: int) -> str:
+    """The controller's decision after an attempt (the default rule when it recorded none)."""
+    return attempt.decision or default_decision(attempt.green, attempt.number, max_attempts)
+
+
+def _usage_columns(result: AttemptResult) -> dict:
+    """The attempts-table columns on model usage: proxy calls, cost, reconciliation verdict."""
+    rec = result.reconciliation
+    if rec is None:
+        return {}
+    proxy = [u for u in result.usage if u.source == "proxy"]
+    costs = [u.cost_usd for u in proxy]
+    return {"proxy_calls": len(proxy),
+            "cost_usd": None if any(c is None for c in costs) else float(sum(costs)),
+            "reconciliation": rec.verdict,
+            "reconciliation_diff": ", ".join(f"{k} {v:+d}" for k, v in rec.difference.items())}
+
+
 def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, store: RecordStore,
-               planned: list[tuple[TrialKeys, int]], network: str, stop: threading.Event,
-               progress: LiveProgress) -> None:
+               planned: list[tuple[TrialKeys, int]], services: ModelServices | None,
+               stop: threading.Event, progress: LiveProgress) -> None:
     """Run one trial from episode ``start_index`` (0-based) to the end, recording each episode.
+
+    A model agent's container reaches only the metering proxy (see :mod:`benchmark.sandbox`);
+    the agent gets a fresh per-trial token. A resumed trial is a new container, so its CLI
+    starts a new session.
 
     Raises:
         Interrupted: the run is stopping.
@@ -496,10 +574,21 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
     if stop.is_set():
         raise Interrupted()
     agent = get_agent(keys.agent)
-    # Agents that call no model get no network at all; the others only the run's network.
-    sandbox = Sandbox.create(run_id=plan.run_id, trial_id=keys.trial_id, image=plan.images.agent,
-                             network=network if agent.uses_model else None,
-                             limits=plan.sandbox_limits)
+    endpoint = None
+    if agent.uses_model:
+        if services is None:
+            raise MarathonError(f"trial {keys.trial_id}: agent {keys.agent} needs the metering proxy")
+        endpoint = services.open_trial(keys)
+        agent.attach(endpoint)
+    # No container has a network; a model agent's reaches the proxy's socket through a forwarder.
+    try:
+        sandbox = Sandbox.create(run_id=plan.run_id, trial_id=keys.trial_id, image=plan.images.agent,
+                                 proxy_dir=services.socket_dir if endpoint is not None else None,
+                                 limits=plan.sandbox_limits)
+    except BaseException:
+        if endpoint is not None:
+            services.proxy.unregister(endpoint.token.get_secret_value())
+        raise
     try:
         runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress)
         runner.start(start_index)
@@ -515,3 +604,5 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
         raise
     finally:
         sandbox.remove()
+        if endpoint is not None:
+            services.proxy.unregister(endpoint.token.get_secret_value())

@@ -42,6 +42,7 @@ FLAGS = {
     "marathon": "--marathon", "arms": "--arm", "agents": "--agent", "models": "--model",
     "effort": "--effort", "replicates": "--replicates", "seed_base": "--seed-base",
     "jobs": "--jobs", "out": "--out", "time_limit_s": "--time-limit", "run_id": "--run-id",
+    "episodes": "--episodes",
 }
 
 
@@ -73,6 +74,10 @@ class RunConfig(BaseModel):
     """Per-attempt agent time limit in seconds."""
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Run id; generated from the start time when not given."""
+    episodes: int | None = Field(default=None, ge=1)
+    """Play only the first N episodes of the marathon (all when not given): a shorter run,
+    recorded as such (the manifest's ``episodes`` and ``trials.parquet``'s
+    ``episodes_planned`` list only those)."""
 
 
 def derive_seed(seed_base: int, replicate: int) -> int:

@@ -99,6 +99,9 @@ class Manifest(BaseModel):
     """Episode ids, in order."""
     arm_hashes: dict[str, str]
     """Arm name -> SHA-256 over its TOML, instructions and skill (:meth:`Arm.config_hash`)."""
+    arm_settings: dict[str, dict] = {}
+    """Arm name -> its settings: controller, feedback level (``names``/``messages``),
+    max_attempts, session_continuity, budget (tokens, USD; null when none)."""
     images: ImageSet
     """Tags and ids of the harness images."""
     agent_cli_versions: dict[str, str]
@@ -107,6 +110,9 @@ class Manifest(BaseModel):
     """Whether any model of the run is simulated (name starts with ``scripted/``)."""
     simulated_models: list[str]
     """The simulated models."""
+    model_upstreams: dict[str, str] = {}
+    """Model -> where its calls went: ``scripted model server (simulation)`` or the vendor API's
+    base URL (empty when no agent uses a model)."""
     trials: list[TrialKeys]
     """Every planned trial."""
     started_at: datetime

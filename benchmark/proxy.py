@@ -2,8 +2,10 @@
 
 Agents in trial containers never hold a vendor key. Each trial gets a per-trial *token*, set in
 its container as ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``, and a base URL pointing at this
-proxy (on the run network's gateway address, the only host address an ``--internal`` container
-reaches). The proxy
+proxy. Trial containers have no network at all: the proxy also listens on a Unix socket
+(:attr:`ProxyConfig.unix_socket`) whose directory is bind-mounted into each model agent's
+container, where a forwarder (``socat``, started by the sandbox's PID 1) serves it on
+``127.0.0.1:<port>`` (:attr:`ProxyConfig.container_url`). The proxy
 
 - answers ``HEAD /`` (Claude Code's pre-warm) and ``GET /`` with 200;
 - accepts ``POST /v1/messages`` (Anthropic Messages API) and ``POST /v1/responses`` (OpenAI
@@ -41,6 +43,7 @@ import asyncio
 import fnmatch
 import json
 import logging
+import os
 import re
 import secrets
 import threading
@@ -383,10 +386,19 @@ class ProxyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"
-    """Address to listen on: the run network's gateway address (see :func:`network_gateway`)
-    for trial containers, loopback for tests on the host."""
+    """TCP address to listen on (loopback: trial containers reach the proxy through
+    :attr:`unix_socket`, not TCP)."""
     port: int = Field(default=0, ge=0, le=65535)
-    """Port to listen on; 0 picks a free one (see :attr:`MeteringProxy.port`)."""
+    """TCP port to listen on; 0 picks a free one (see :attr:`MeteringProxy.port`)."""
+    unix_socket: Path | None = None
+    """Also listen on this Unix socket (made mode 0666, so the containers' uid 1000 can connect;
+    its directory must exist). The driver puts it alone in a per-run directory that is
+    bind-mounted into every model agent's container (see :mod:`benchmark.sandbox`). Its path must
+    be shorter than 108 bytes."""
+    container_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Base URL of the proxy as trial containers reach it (the in-container forwarder, e.g.
+    ``http://127.0.0.1:8790``), given to agents by :meth:`MeteringProxy.open_trial`; ``None``
+    gives them the TCP URL (:attr:`MeteringProxy.url`), for tests on the host."""
     anthropic: Upstream | None = None
     """Upstream of ``/v1/messages`` (and other Anthropic paths); ``None`` answers 502."""
     openai: Upstream | None = None
@@ -423,27 +435,6 @@ def new_token() -> str:
     return "mt-" + secrets.token_hex(16)
 
 
-def network_gateway(network: str) -> str:
-    """The gateway address of a Docker network: the host address its containers reach.
-
-    Raises:
-        MarathonError: the network does not exist or has no IPv4 gateway.
-    """
-    import docker.errors
-
-    from benchmark.docker_env import client
-
-    try:
-        attrs = client().networks.get(network).attrs
-    except docker.errors.NotFound:
-        raise MarathonError(f"Docker network {network} not found") from None
-    for cfg in (attrs.get("IPAM") or {}).get("Config") or []:
-        gw = cfg.get("Gateway")
-        if gw and ":" not in gw:
-            return gw
-    raise MarathonError(f"Docker network {network} has no IPv4 gateway")
-
-
 # -- background asyncio server -------------------------------------------------------------------
 
 class BackgroundServer:
@@ -456,9 +447,11 @@ class BackgroundServer:
 
     thread_name = "aio-server"
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, unix_socket: Path | None = None):
         self.host = host
         """Address listened on."""
+        self.unix_socket = unix_socket
+        """Unix socket also listened on (mode 0666), or ``None``."""
         self._requested_port = port
         self.port: int | None = None
         """Port actually bound (set by :meth:`start`)."""
@@ -527,6 +520,11 @@ class BackgroundServer:
         site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        if self.unix_socket is not None:
+            if len(str(self.unix_socket).encode()) >= 108:
+                raise OSError(f"Unix socket path too long (>= 108 bytes): {self.unix_socket}")
+            await web.UnixSite(self._runner, str(self.unix_socket)).start()
+            os.chmod(self.unix_socket, 0o666)
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -553,7 +551,8 @@ class ModelEndpoint(BaseModel):
     trial's token. Made by :meth:`MeteringProxy.open_trial`."""
 
     base_url: str
-    """``http://<gateway>:<port>`` of the proxy, without a path."""
+    """URL of the proxy as the agent reaches it, without a path: the in-container forwarder
+    (``http://127.0.0.1:<port>``), or the proxy's TCP URL for agents on the host."""
     token: SecretStr
     """The per-trial token, given to the agent as its API key."""
     trial_id: str
@@ -572,7 +571,7 @@ class MeteringProxy(BackgroundServer):
     thread_name = "metering-proxy"
 
     def __init__(self, config: ProxyConfig):
-        super().__init__(config.host, config.port)
+        super().__init__(config.host, config.port, config.unix_socket)
         self.config = config
         """The configuration."""
         self.prices = PriceTable.load(config.pricing)
@@ -620,7 +619,8 @@ class MeteringProxy(BackgroundServer):
         token = token or new_token()
         self.register(token, trial_keys)
         keys = trial_keys.model_dump() if isinstance(trial_keys, BaseModel) else dict(trial_keys)
-        return ModelEndpoint(base_url=self.url, token=token, trial_id=keys["trial_id"], proxy=self)
+        return ModelEndpoint(base_url=self.config.container_url or self.url, token=token,
+                             trial_id=keys["trial_id"], proxy=self)
 
     def unregister(self, token: str) -> None:
         """Refuse ``token`` from now on (its records stay)."""

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Version of the table layout; bumped on any incompatible change (see docs/results-schema.md).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Names of the tables, in the order they are documented.
 TABLES = ("trials", "episodes", "attempts", "checks", "usage")
@@ -75,13 +75,18 @@ class TrialRow(TrialKeys):
     """``complete`` when every episode finished, else ``incomplete`` (not started, interrupted
     or failed; a resume finishes it)."""
     episodes_planned: int
-    """Number of episodes of the marathon."""
+    """Number of episodes the run plays: the marathon's, or its first N when the run's
+    ``episodes`` limit is set."""
     episodes_done: int
     """Number of finished episodes."""
     attempts: int
     """Attempts over the finished episodes."""
     recovery_attempts: int
-    """Attempts beyond the first of their episode, over the finished episodes."""
+    """Recovery attempts over the finished episodes: attempts beyond the first of their
+    episode plus rollbacks (the same count for every arm)."""
+    rollbacks: int
+    """Rollbacks of the workspace to the last all-green commit, over the finished episodes
+    (``governed`` arms only; 0 otherwise)."""
     final_score: float | None
     """Share of the gates active after the last episode that pass, after its final attempt;
     null until the trial is complete."""
@@ -103,7 +108,14 @@ class EpisodeRow(TrialKeys):
     attempts: int
     """Attempts made in the episode (at least 1)."""
     recovery_attempts: int
-    """Attempts beyond the first."""
+    """Recovery attempts: attempts beyond the first plus rollbacks (the same count for every
+    arm)."""
+    rollbacks: int
+    """Rollbacks of the workspace to the trial's last all-green commit in this episode
+    (``governed`` arms only; 0 otherwise)."""
+    decision: Literal["accept", "stop_attempts", "stop_budget"]
+    """How the episode ended: ``accept`` (all active gates green), ``stop_attempts`` (red, no
+    attempt left) or ``stop_budget`` (red, a usage budget reached; ``governed`` only)."""
     score: float
     """Share of the gates active after this episode that pass after its final attempt (a gate
     passes when all its checks pass); 0..1."""
@@ -140,6 +152,14 @@ class AttemptRow(TrialKeys):
     """Attempt number in the episode, 1-based."""
     recovery: bool
     """Whether this is a recovery attempt (number > 1)."""
+    rolled_back: bool
+    """Whether the workspace was rolled back to the trial's last all-green commit right before
+    this attempt (``governed`` arms only)."""
+    decision: Literal["accept", "repair", "rollback", "stop_attempts", "stop_budget"]
+    """What the arm's controller decided after scoring this attempt: ``accept`` (all green),
+    ``repair`` (re-prompt on the same workspace), ``rollback`` (reset to the last all-green
+    commit, then retry), ``stop_attempts`` (red, no attempt left), ``stop_budget`` (red, a
+    budget reached). Rules in docs/arms.md."""
     outcome: Literal["ok", "agent_error", "timeout"]
     """How the agent run ended: ``ok``, ``agent_error`` (non-zero exit or reported error) or
     ``timeout`` (killed at the time limit)."""
@@ -169,6 +189,20 @@ class AttemptRow(TrialKeys):
     """Directory of the attempt's artifacts, relative to the run directory
     (``artifacts/<trial>/<episode>/<attempt>``: prompt.md, transcript, workspace.diff,
     score.json)."""
+    proxy_calls: int | None = None
+    """Model requests the metering proxy recorded for the attempt (any HTTP status); null for
+    agents that use no model."""
+    cost_usd: float | None = None
+    """Cost in USD of the attempt's model calls, the sum of the proxy rows' costs (prices from
+    ``pricing.toml``); null for agents that use no model or when a model has no price."""
+    reconciliation: Literal["match", "mismatch", "no_agent_usage"] | None = None
+    """Proxy vs agent usage, token kind by kind, summed over the attempt: ``match``,
+    ``mismatch`` (see ``reconciliation_diff``) or ``no_agent_usage`` (the agent reported none,
+    e.g. killed at the time limit); null for agents that use no model."""
+    reconciliation_diff: str | None = None
+    """On ``mismatch``, agent minus proxy for each differing token kind, e.g.
+    ``output_tokens +12, input_tokens -3``; empty otherwise; null for agents that use no
+    model."""
 
 
 class CheckRow(TrialKeys):
@@ -389,6 +423,7 @@ class RecordStore:
                 episodes_planned=n_episodes, episodes_done=done,
                 attempts=sum(r["attempts"] for r in eps),
                 recovery_attempts=sum(r["recovery_attempts"] for r in eps),
+                rollbacks=sum(r["rollbacks"] for r in eps),
                 final_score=eps[-1]["score"] if done == n_episodes and eps else None,
                 last_score=eps[-1]["score"] if eps else None,
                 started_at=eps[0]["started_at"] if eps else None,

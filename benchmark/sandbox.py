@@ -4,13 +4,17 @@ A :class:`Sandbox` is a container of the agent image with ``/workspace`` a git r
 initialised from the marathon's starter (copied in with :meth:`Sandbox.put_directory`, never
 mounted, then :meth:`Sandbox.init_repo`). Everything in it runs as the
 non-root user uid 1000, PID 1 included (a tiny reaper, so processes left behind by an attempt are
-collected); every capability is dropped; CPU, memory and process limits apply. Agents that call
-no model get no network at all; model agents get the run's internal Docker network
-(``internal=True``). Known gap: with the engine started ``--iptables=false`` (as ``make setup``
-does) nothing filters that network, so a container on it can reach host ports on the gateway
-address; confining it to the proxy is open work. Containers and
-networks carry the labels :data:`~benchmark.docker_env.LABEL` (run id) and :data:`TRIAL_LABEL`
-(trial id), so the leftovers of a dead run are found and removed by :func:`remove_run_resources`.
+collected); every capability is dropped; CPU, memory and process limits apply.
+
+No container has a network (``network_mode="none"``: only ``lo``, no route anywhere), so it
+cannot reach any address, on the host or beyond, whatever the engine's firewall settings. A
+model agent's container reaches exactly one thing, the metering proxy: the proxy's Unix socket
+sits alone in a per-run host directory bind-mounted read-only at :data:`PROXY_DIR`, and PID 1
+keeps a forwarder running (``socat`` from ``127.0.0.1:``:data:`FORWARD_PORT` to that socket,
+restarted whenever it dies, e.g. when the uid-1000 processes are killed after an attempt), so the
+CLIs use ``http://127.0.0.1:<FORWARD_PORT>`` (:data:`PROXY_URL`). Containers carry the labels
+:data:`~benchmark.docker_env.LABEL` (run id) and :data:`TRIAL_LABEL` (trial id), so the leftovers
+of a dead run are found and removed by :func:`remove_run_resources`.
 
 Operations: :meth:`Sandbox.exec` with a time limit (every uid-1000 process is killed when it runs
 over), :meth:`Sandbox.commit` (``git add -A; git commit --allow-empty``), :meth:`Sandbox.archive`
@@ -45,15 +49,42 @@ AGENT_USER = f"{AGENT_UID}:{AGENT_UID}"
 #: Home directory of the agent user in the agent image.
 AGENT_HOME = "/home/agent"
 
-# PID 1 of a trial container: reaps orphans forever. As the init of its PID namespace it cannot be
-# killed from inside, so killing every uid-1000 process after an attempt leaves it standing.
+#: Where the proxy's socket directory is mounted in a model agent's container.
+PROXY_DIR = "/run/marathon"
+#: File name of the proxy's Unix socket in that directory.
+PROXY_SOCKET = "proxy.sock"
+#: Loopback port in the container on which the forwarder serves the proxy.
+FORWARD_PORT = 8790
+#: Base URL of the proxy as a model agent's container reaches it.
+PROXY_URL = f"http://127.0.0.1:{FORWARD_PORT}"
+#: argv of the in-container forwarder to the proxy's socket.
+FORWARDER = ["socat", f"TCP-LISTEN:{FORWARD_PORT},bind=127.0.0.1,reuseaddr,fork",
+             f"UNIX-CONNECT:{PROXY_DIR}/{PROXY_SOCKET}"]
+
+# PID 1 of a trial container: reaps orphans forever and, when given an argv, keeps that command
+# (the forwarder) running, restarting it whenever it exits (at most once a second when it keeps
+# failing). As the init of its PID namespace it cannot be killed from inside, so killing every
+# uid-1000 process after an attempt leaves it standing (and it restarts the forwarder at once).
 _REAPER = (
-    "import os, time\n"
+    "import os, sys, time\n"
+    "argv = sys.argv[1:]\n"
+    "child, started = None, 0.0\n"
+    "def spawn():\n"
+    "    global child, started\n"
+    "    started = time.monotonic()\n"
+    "    child = os.spawnvp(os.P_NOWAIT, argv[0], argv)\n"
+    "if argv:\n"
+    "    spawn()\n"
     "while True:\n"
     "    try:\n"
-    "        os.wait()\n"
+    "        pid, _ = os.wait()\n"
     "    except ChildProcessError:\n"
     "        time.sleep(1)\n"
+    "        continue\n"
+    "    if argv and pid == child:\n"
+    "        if time.monotonic() - started < 1:\n"
+    "            time.sleep(1)\n"
+    "        spawn()\n"
 )
 
 
@@ -82,33 +113,10 @@ class ExecResult(BaseModel):
     at most the last 64 KiB when ``output_file`` was not given, else empty."""
 
 
-def network_name(run_id: str) -> str:
-    """Name of a run's internal network, ``marathon-<run id>``."""
-    return f"marathon-{run_id}"
-
-
-def ensure_run_network(run_id: str) -> str:
-    """Create (or find) the run's internal network, labelled with the run id; return its name.
-
-    The network is ``internal=True``: containers on it reach each other and nothing else.
-
-    Raises:
-        MarathonError: Docker is unreachable or refuses to create the network.
-    """
-    name = network_name(run_id)
-    c = client()
-    if c.networks.list(names=[name]):
-        return name
-    try:
-        c.networks.create(name, driver="bridge", internal=True, labels={LABEL: run_id})
-    except docker.errors.APIError as e:
-        raise MarathonError(f"cannot create Docker network {name}: {e.explanation or e}") from None
-    return name
-
-
 def remove_run_resources(run_id: str, *, networks: bool = True) -> tuple[int, int]:
     """Remove every container (and, with ``networks``, every network) labelled with ``run_id``:
-    the leftovers of a dead run, or the containers of an interrupted one.
+    the leftovers of a dead run, or the containers of an interrupted one. (Runs no longer create
+    networks; ones labelled by older harness versions are still removed.)
 
     Returns:
         (containers removed, networks removed).
@@ -220,24 +228,33 @@ class Sandbox:
         """Id of the trial."""
 
     @classmethod
-    def create(cls, *, run_id: str, trial_id: str, image: str, network: str | None,
+    def create(cls, *, run_id: str, trial_id: str, image: str, proxy_dir: Path | None = None,
                limits: SandboxLimits | None = None) -> "Sandbox":
-        """Start a trial container from ``image`` on ``network`` with an empty ``/workspace``.
+        """Start a trial container from ``image`` with an empty ``/workspace`` and no network
+        (only loopback).
 
-        ``network=None`` gives the container no network at all (only loopback): the right
-        sandbox for agents that call no model.
+        Args:
+            proxy_dir: for model agents, the host directory holding only the metering proxy's
+                Unix socket (:data:`PROXY_SOCKET`): it is bind-mounted read-only at
+                :data:`PROXY_DIR` and PID 1 runs the forwarder, so the container reaches the proxy
+                at :data:`PROXY_URL` and nothing else. ``None`` (agents that call no model): no
+                mount, no forwarder.
 
         Raises:
-            MarathonError: Docker refuses to create or start the container.
+            MarathonError: Docker refuses to create or start the container, or the forwarder
+                does not listen within 10 s.
         """
         limits = limits or SandboxLimits()
         name = f"marathon-{run_id}-{trial_id}"
         c = client()
+        mounts = {}
+        if proxy_dir is not None:
+            mounts = {str(Path(proxy_dir).resolve()): {"bind": PROXY_DIR, "mode": "ro"}}
         try:
             container = c.containers.run(
-                image, ["python3", "-c", _REAPER], name=name, detach=True,
-                user=AGENT_USER, working_dir=WORKSPACE,
-                **({"network": network} if network else {"network_mode": "none"}),
+                image, ["python3", "-c", _REAPER, *(FORWARDER if proxy_dir is not None else [])],
+                name=name, detach=True, user=AGENT_USER, working_dir=WORKSPACE,
+                network_mode="none", volumes=mounts,
                 environment={"HOME": AGENT_HOME},
                 mem_limit=limits.mem_limit, memswap_limit=limits.mem_limit,
                 nano_cpus=limits.nano_cpus, pids_limit=limits.pids_limit,
@@ -246,7 +263,38 @@ class Sandbox:
             )
         except docker.errors.APIError as e:
             raise MarathonError(f"cannot start the container of trial {trial_id}: {e.explanation or e}") from None
-        return cls(container, run_id=run_id, trial_id=trial_id)
+        sandbox = cls(container, run_id=run_id, trial_id=trial_id)
+        if proxy_dir is not None:
+            try:
+                sandbox.wait_for_forwarder()
+            except BaseException:
+                sandbox.remove()
+                raise
+        return sandbox
+
+    def wait_for_forwarder(self, timeout_s: float = 10.0) -> None:
+        """Wait until the forwarder to the proxy listens on ``127.0.0.1:FORWARD_PORT`` in the
+        container (it is restarted by PID 1 within about a second whenever it dies).
+
+        Raises:
+            MarathonError: it does not listen within ``timeout_s`` seconds (e.g. ``socat`` is
+                missing from the image).
+        """
+        script = ("import socket, sys, time\n"
+                  f"deadline = time.monotonic() + {timeout_s}\n"
+                  "while True:\n"
+                  "    try:\n"
+                  f"        socket.create_connection(('127.0.0.1', {FORWARD_PORT}), timeout=1).close()\n"
+                  "        break\n"
+                  "    except OSError:\n"
+                  "        if time.monotonic() > deadline:\n"
+                  "            sys.exit(1)\n"
+                  "        time.sleep(0.05)\n")
+        res = self.exec(["python3", "-c", script], timeout_s=timeout_s + 20)
+        if res.exit_code != 0:
+            raise MarathonError(f"trial {self.trial_id}: the forwarder to the metering proxy "
+                                f"({' '.join(FORWARDER[:1])}) does not listen on 127.0.0.1:"
+                                f"{FORWARD_PORT} in the container: {res.output.strip()[-200:]}")
 
     # -- running commands -------------------------------------------------------------------
 
@@ -391,6 +439,16 @@ class Sandbox:
             return ""
         res = self.exec(["git", "diff", "--binary", base, head], timeout_s=120)
         return res.output if res.exit_code == 0 else ""
+
+    def reset_to(self, commit: str) -> None:
+        """Roll the workspace back to ``commit``: ``git reset --hard`` then ``git clean -fdx``
+        (untracked and ignored files go too), so ``/workspace`` holds exactly that commit's tree.
+        Later commits stay in the object store (unreachable), so nothing recorded is lost.
+
+        Raises:
+            MarathonError: the reset failed (unknown commit, or no usable repository).
+        """
+        self.run(f"git reset -q --hard {shlex.quote(commit)} && git clean -q -fdx")
 
     def archive(self) -> bytes:
         """A tar of ``/workspace`` (``.git`` included) as the container holds it now.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmark.agents import register
 from benchmark.agents.base import Agent, AttemptContext, AttemptOutcome, AttemptResult
+from benchmark.records import UsageCall
 from benchmark.sandbox import Sandbox
 
 
@@ -36,3 +37,85 @@ class CrashAgent(Agent):
 
     def run(self, sandbox: Sandbox, prompt: str, ctx: AttemptContext) -> AttemptResult:
         raise RuntimeError("agent crashed on purpose")
+
+
+# -- deterministic agents for the governed controller, on the tiny marathon ---------------------
+
+GREET_ONLY = (
+    'import sys\n'
+    'if len(sys.argv) == 3 and sys.argv[1] == "greet":\n'
+    '    print(f"hello {sys.argv[2]}")\n'
+    '    sys.exit(0)\n'
+    'sys.exit(2)\n'
+)
+GREET_AND_COUNT = (
+    'import sys\n'
+    'if len(sys.argv) == 3 and sys.argv[1] == "greet":\n'
+    '    print(f"hello {sys.argv[2]}")\n'
+    '    sys.exit(0)\n'
+    'if len(sys.argv) >= 2 and sys.argv[1] == "count":\n'
+    '    print(len(sys.argv) - 2)\n'
+    '    sys.exit(0)\n'
+    'sys.exit(2)\n'
+)
+# E2's count works, but greet (green at the end of e1) is broken: a regression of gate greet.
+COUNT_BREAKS_GREET = GREET_AND_COUNT.replace('print(f"hello {sys.argv[2]}")', 'print(f"hi {sys.argv[2]}")')
+
+
+class _TinyScriptedAgent(Agent):
+    """Writes ``tiny/__main__.py`` per episode and prompt; first logs the workspace's HEAD and
+    the files in it to the transcript (``head=<commit>`` and ``files=<names>`` lines)."""
+
+    def choose(self, prompt: str, ctx: AttemptContext) -> tuple[str, dict[str, bytes]]:
+        raise NotImplementedError
+
+    def run(self, sandbox: Sandbox, prompt: str, ctx: AttemptContext) -> AttemptResult:
+        state = sandbox.exec(["sh", "-c", "echo head=$(git rev-parse HEAD); echo files=$(ls | sort | tr '\\n' ' ')"],
+                             timeout_s=60).output
+        source, extra = self.choose(prompt, ctx)
+        sandbox.put_files({"tiny/__main__.py": source.encode(), **extra})
+        ctx.transcript.write_text(state + f"wrote: {self.name} {ctx.episode.id} attempt {ctx.attempt}\n")
+        return AttemptResult(outcome=AttemptOutcome.ok, duration_s=0.1, transcript=ctx.transcript)
+
+
+@register
+class RegressAgent(_TinyScriptedAgent):
+    """Tiny: e1 right; e2 breaks greet while adding count, and repairs it once a prompt names
+    gate ``greet``."""
+
+    name = "test-regress"
+
+    def choose(self, prompt, ctx):
+        if ctx.episode.id == "e1":
+            return GREET_ONLY, {}
+        return (GREET_AND_COUNT if "gate `greet`" in prompt else COUNT_BREAKS_GREET), {}
+
+
+@register
+class StubbornAgent(_TinyScriptedAgent):
+    """Tiny: e1 right; e2 breaks greet (and leaves ``junk-<attempt>.txt``) whatever a repair
+    prompt says; only after a rollback (the prompt says the workspace was rolled back) does it
+    write the right e2."""
+
+    name = "test-stubborn"
+
+    def choose(self, prompt, ctx):
+        if ctx.episode.id == "e1":
+            return GREET_ONLY, {}
+        if "was rolled back" in prompt:
+            return GREET_AND_COUNT, {}
+        return COUNT_BREAKS_GREET, {f"junk-{ctx.attempt}.txt": b"junk\n"}
+
+
+@register
+class MeteredAgent(Agent):
+    """Changes nothing and reports 1000 tokens (600 in, 400 out) and 0.01 USD per attempt."""
+
+    name = "test-metered"
+
+    def run(self, sandbox: Sandbox, prompt: str, ctx: AttemptContext) -> AttemptResult:
+        ctx.transcript.write_text("metered: no change\n")
+        usage = [UsageCall(source="agent", api_model="test/metered", input_tokens=600,
+                           output_tokens=400, cost_usd=0.01)]
+        return AttemptResult(outcome=AttemptOutcome.ok, duration_s=0.01, transcript=ctx.transcript,
+                             usage=usage)

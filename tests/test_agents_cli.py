@@ -1,11 +1,13 @@
 """The real Claude Code and Codex CLIs in the agent container, through the metering proxy, against
 the scripted model (a simulation): files written, scored by the real scorer, usage reconciled,
-sessions continued, the forgetful policy's trap and repair, and the container's confinement."""
+sessions continued, the forgetful policy's trap and repair, and the container's confinement (no
+network: only loopback and the proxy's Unix socket, served by the in-container forwarder)."""
 
 from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,9 +21,9 @@ from benchmark.arms import load_arm
 from benchmark.controllers.feedback_retry import feedback_prompt
 from benchmark.docker_env import client
 from benchmark.marathon import load_marathon
-from benchmark.proxy import (MeteringProxy, ProxyConfig, Reconciliation, Upstream, load_usage,
-                             network_gateway)
-from benchmark.sandbox import Sandbox, ensure_run_network, extract_snapshot, remove_run_resources
+from benchmark.proxy import MeteringProxy, ProxyConfig, Reconciliation, Upstream, load_usage
+from benchmark.sandbox import (FORWARD_PORT, PROXY_DIR, PROXY_SOCKET, PROXY_URL, Sandbox,
+                               extract_snapshot, remove_run_resources)
 from benchmark.scorer import CheckResult, score
 from benchmark.scripted import ScriptedConfig, ScriptedServer
 
@@ -33,18 +35,23 @@ LEDGER = load_marathon("ledger")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """A run network, the scripted model on loopback, the proxy on the network's gateway."""
+    """The scripted model on loopback and the proxy on loopback plus a Unix socket in a socket
+    directory that trial containers mount (as the driver sets them up)."""
     run_id = f"test-agents-{secrets.token_hex(3)}"
-    network = ensure_run_network(run_id)
+    socket_dir = Path(tempfile.mkdtemp(prefix="marathon-test-", dir="/tmp"))
+    socket_dir.chmod(0o755)
     usage_log = tmp_path_factory.mktemp("proxy") / "usage.jsonl"
-    with ScriptedServer(ScriptedConfig()) as upstream:
-        up = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
-        config = ProxyConfig(host=network_gateway(network), anthropic=up, openai=up,
-                             usage_log=usage_log)
-        with MeteringProxy(config) as proxy:
-            yield {"run_id": run_id, "network": network, "proxy": proxy, "upstream": upstream,
-                   "usage_log": usage_log}
-    remove_run_resources(run_id)
+    try:
+        with ScriptedServer(ScriptedConfig()) as upstream:
+            up = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
+            config = ProxyConfig(unix_socket=socket_dir / PROXY_SOCKET, container_url=PROXY_URL,
+                                 anthropic=up, openai=up, usage_log=usage_log)
+            with MeteringProxy(config) as proxy:
+                yield {"run_id": run_id, "socket_dir": socket_dir, "proxy": proxy,
+                       "upstream": upstream, "usage_log": usage_log}
+    finally:
+        remove_run_resources(run_id)
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 class Trial:
@@ -54,7 +61,7 @@ class Trial:
                  tmp: Path, continuity: bool = False):
         self.trial_id = f"{agent.name}.{model.replace('/', '-')}.{secrets.token_hex(2)}"
         self.sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=self.trial_id,
-                                      image=images.agent, network=stack["network"])
+                                      image=images.agent, proxy_dir=stack["socket_dir"])
         self.arm = load_arm(arm_name).model_copy(update={"session_continuity": continuity})
         self.agent, self.model, self.tmp, self.images = agent, model, tmp, images
         self.endpoint = stack["proxy"].open_trial({"trial_id": self.trial_id, "agent": agent.name})
@@ -111,7 +118,7 @@ def test_claude_code_oracle_writes_e1_and_the_scorer_passes_it(stack, images, tm
         assert any(e.get("type") == "user" for e in events)  # the Bash tool ran
         command = json.loads((ctx.transcript.parent / COMMAND_FILE).read_text())
         assert command["env"]["ANTHROPIC_API_KEY"] == "<per-trial token>"
-        assert command["env"]["ANTHROPIC_BASE_URL"] == stack["proxy"].url
+        assert command["env"]["ANTHROPIC_BASE_URL"] == PROXY_URL
         assert "--session-id" in command["argv"] and "<prompt.md>" in command["argv"]
         assert_reconciled(result, ctx)
         checks = trial.score("e1")
@@ -124,7 +131,7 @@ def test_claude_code_oracle_writes_e1_and_the_scorer_passes_it(stack, images, tm
         env = client().api.inspect_container(trial.sandbox.container.id)["Config"]["Env"]
         assert not any(UPSTREAM_KEY in e for e in env)
         probe = trial.sandbox.exec(
-            ["sh", "-c", f"grep -rIlF '{UPSTREAM_KEY}' /home /workspace /tmp /etc 2>/dev/null; "
+            ["sh", "-c", f"grep -rIlF '{UPSTREAM_KEY}' /home /workspace /tmp /etc /run 2>/dev/null; "
                          f"cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -cF '{UPSTREAM_KEY}'"],
             timeout_s=60)
         assert probe.output.strip() == "0", probe.output
@@ -211,69 +218,63 @@ def test_an_agent_past_its_time_limit_is_a_timeout(stack, images, tmp_path):
         trial.remove()
 
 
-PROBE = """
-import errno, socket, sys, time
-def probe(host, port):
-    t = time.monotonic()
+CONFINEMENT = r"""
+import errno, json, socket, sys
+forward, others = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+def connect(port):
     try:
-        socket.create_connection((host, port), timeout=3).close()
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
         return "open"
     except OSError as e:
-        name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
-        return f"{name} {time.monotonic() - t:.2f}"
-for target in sys.argv[1:]:
-    host, port = target.rsplit(":", 1)
-    print(target, probe(host, int(port)))
+        return errno.errorcode.get(e.errno, str(e.errno))
+def http(method, path):
+    s = socket.create_connection(("127.0.0.1", forward), timeout=10)
+    body = "{}" if method == "POST" else ""
+    s.sendall((f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+               f"Connection: close\r\n\r\n{body}").encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data.split(b"\r\n", 1)[0].decode()
+print(json.dumps({
+    "interfaces": sorted(name for _, name in socket.if_nameindex()),
+    "ipv4_routes": open("/proc/net/route").read().splitlines()[1:],
+    "ipv6_route_devices": sorted({l.split()[-1] for l in open("/proc/net/ipv6_route").read().splitlines()}),
+    "proxy_root": http("GET", "/"),
+    "proxy_no_token": http("POST", "/v1/messages"),
+    "ports": {str(p): connect(p) for p in others},
+}))
 """
 
 
-def probe(sandbox: Sandbox, *targets: str) -> dict[str, str]:
-    """Connect from the container to each ``host:port``; ``open`` or ``<errno> <seconds>``."""
-    out = sandbox.exec(["python3", "-c", PROBE, *targets], timeout_s=60).output
-    return dict(line.split(" ", 1) for line in out.strip().splitlines())
-
-
-def default_route(sandbox: Sandbox) -> bool:
-    """Whether the container has a default route (read from /proc/net/route; nothing is sent)."""
-    table = sandbox.run("cat /proc/net/route").splitlines()[1:]
-    return any(line.split()[1] == "00000000" for line in table)
-
-
-@pytest.fixture
-def probe_sandbox(stack, images):
-    sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=f"netprobe-{secrets.token_hex(2)}",
-                             image=images.agent, network=stack["network"])
-    yield sandbox
-    sandbox.remove()
-
-
-def test_a_container_reaches_the_proxy_but_not_the_model_server(stack, probe_sandbox):
-    gateway, proxy, upstream = stack["proxy"].host, stack["proxy"].port, stack["upstream"].port
-    seen = probe(probe_sandbox, f"{gateway}:{proxy}", f"{gateway}:{upstream}", f"127.0.0.1:{upstream}")
-    assert seen[f"{gateway}:{proxy}"] == "open"
-    # the scripted model listens on the host's loopback only
-    assert seen[f"{gateway}:{upstream}"].startswith("ECONNREFUSED")
-    assert seen[f"127.0.0.1:{upstream}"].startswith("ECONNREFUSED")
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "dockerd runs with --iptables=false: an --internal network gets a default route via its "
-    "gateway and no filtering, so a container reaches every host port on the gateway address "
-    "and the host forwards its packets (ip_forward=1); needs host firewall rules"))
-def test_a_container_reaches_no_other_host_port_and_has_no_route_out(stack, probe_sandbox):
-    import socket
-
-    gateway = stack["proxy"].host
-    other = socket.socket()
-    other.bind((gateway, 0))
-    other.listen()
+def test_a_model_agent_container_reaches_the_proxy_and_nothing_else(stack, images):
+    """No network: only ``lo``, no route to any address (so no host or gateway port can be
+    reached and nothing is sent), the proxy socket alone in a read-only mount, and the proxy
+    answering through the forwarder. Nothing here sends a packet to a non-loopback address."""
+    sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=f"confined-{secrets.token_hex(2)}",
+                             image=images.agent, proxy_dir=stack["socket_dir"])
     try:
-        seen = probe(probe_sandbox, f"{gateway}:{other.getsockname()[1]}")
-        assert seen[f"{gateway}:{other.getsockname()[1]}"] != "open", "another host port is reachable"
+        attrs = client().api.inspect_container(sandbox.container.id)
+        assert attrs["HostConfig"]["NetworkMode"] == "none"
+        assert attrs["NetworkSettings"]["Networks"].keys() <= {"none"}
+        (mount,) = attrs["Mounts"]
+        assert (mount["Destination"], mount["RW"]) == (PROXY_DIR, False)
+        assert sandbox.run(f"ls -A {PROXY_DIR}").split() == [PROXY_SOCKET]
+        rejected = stack["proxy"].rejected
+        upstream, proxy_tcp = stack["upstream"].port, stack["proxy"].port
+        out = sandbox.exec(["python3", "-c", CONFINEMENT, str(FORWARD_PORT), str(upstream), str(proxy_tcp)],
+                           timeout_s=60)
+        seen = json.loads(out.output.strip().splitlines()[-1])
+        assert seen["interfaces"] == ["lo"]
+        assert seen["ipv4_routes"] == []  # no route at all: every non-loopback address is unreachable
+        assert seen["ipv6_route_devices"] in ([], ["lo"])
+        assert seen["proxy_root"] == "HTTP/1.1 200 OK"
+        assert seen["proxy_no_token"] == "HTTP/1.1 401 Unauthorized"
+        assert stack["proxy"].rejected == rejected + 1  # the proxy itself answered
+        # the host's loopback services (scripted model, proxy's TCP port) are not the container's
+        assert seen["ports"] == {str(upstream): "ECONNREFUSED", str(proxy_tcp): "ECONNREFUSED"}
+        # the forwarder comes back after every uid-1000 process is killed (as after each attempt)
+        sandbox.kill_agent_processes()
+        sandbox.wait_for_forwarder()
     finally:
-        other.close()
-    # Only probe an external address when no route exists: then the attempt fails at once in the
-    # container and no packet leaves it.
-    assert not default_route(probe_sandbox), "the container has a default route via the gateway"
-    kind, seconds = probe(probe_sandbox, "203.0.113.1:443")["203.0.113.1:443"].split()
-    assert kind == "ENETUNREACH" and float(seconds) < 1.0
+        sandbox.remove()

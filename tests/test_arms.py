@@ -26,10 +26,31 @@ def test_presets_load_with_their_controllers():
     assert retry.skill == skill.skill
 
 
-def test_governed_preset_is_not_faked():
-    with pytest.raises(MarathonError, match=r"governed-runtime\.toml: controller: controller 'governed' "
-                                            r"is not implemented yet \(issue: arms\)"):
-        load_arm("governed-runtime")
+def test_governed_differs_from_feedback_retry_only_in_governance():
+    retry, governed = load_arm("feedback-retry"), load_arm("governed-runtime")
+    assert governed.controller == "governed" and governed.budget is None
+    same = ("instructions", "skill", "feedback", "max_attempts")
+    assert {f: getattr(governed, f) for f in same} == {f: getattr(retry, f) for f in same}
+    assert governed.session_continuity and not retry.session_continuity  # part of governance
+
+
+def test_budget_is_validated_and_only_for_the_governed_controller(tmp_path: Path):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "instructions.md").write_text("Be careful.\n")
+    path = tmp_path / "b.toml"
+    path.write_text('name = "b"\ninstructions = "assets/instructions.md"\ncontroller = "governed"\n'
+                    'max_attempts = 3\n[budget]\nepisode_tokens = 1000\ntrial_usd = 2.5\n')
+    arm = load_arm(path)
+    assert (arm.budget.episode_tokens, arm.budget.trial_usd, arm.budget.trial_tokens) == (1000, 2.5, None)
+    path.write_text(path.read_text().replace('"governed"', '"feedback-retry"'))
+    with pytest.raises(MarathonError, match=r"b\.toml: budget: controller 'feedback-retry' does not enforce"):
+        load_arm(path)
+    path.write_text(path.read_text().replace('"feedback-retry"', '"governed"').replace("1000", "0"))
+    with pytest.raises(MarathonError, match=r"b\.toml: budget\.episode_tokens: Input should be greater than 0"):
+        load_arm(path)
+    path.write_text(path.read_text().replace("episode_tokens = 0", "episode_cows = 1"))
+    with pytest.raises(MarathonError, match=r"b\.toml: budget\.episode_cows: Extra inputs"):
+        load_arm(path)
 
 
 def test_config_hash_changes_with_the_instructions(tmp_path):
@@ -47,6 +68,7 @@ GOOD = 'name = "bad"\ninstructions = "assets/instructions.md"\n'
 @pytest.mark.parametrize("text, field", [
     ('name = "bad"\ninstructions = "assets/instructions.md"\ncontroller = "bogus"\n', "controller: unknown controller 'bogus'"),
     (GOOD + 'controller = "feedback-retry"\nmax_attempts = 0\n', "max_attempts"),
+    (GOOD + 'controller = "governed"\nmax_attempts = 0\n', "max_attempts"),
     (GOOD + 'controller = "single"\nmax_attempts = 3\n', "controller: max_attempts = 3"),
     ('name = "bad"\ninstructions = "nope.md"\ncontroller = "single"\n', "instructions: file nope.md not found"),
     (GOOD + 'controller = "single"\nskill = "assets/missing"\n', "skill: assets/missing/SKILL.md not found"),

@@ -19,9 +19,13 @@ def _flags(**changes: str) -> list[str]:
 
 CASES = [
     (_flags(arm="nope"), "unknown arm 'nope'"),
-    (_flags(arm="governed-runtime"), "controller 'governed' is not implemented yet (issue: arms)"),
+    (_flags(arm="tests/fixtures/arms/governed-bad.toml"),
+     "governed-bad.toml: max_attempts: Input should be greater than or equal to 1"),
     (_flags(agent="nope"), "unknown agent 'nope'"),
-    (_flags(agent="claude-code"), "agent 'claude-code' is not implemented yet"),
+    (_flags(agent="claude-code"), "--model: agent 'claude-code' needs a model"),
+    (_flags(agent="codex", model="scripted/genius"), "--model scripted/genius: unknown scripted model"),
+    (_flags(episodes="0"), "--episodes: Input should be greater than or equal to 1"),
+    (_flags(episodes="3"), "--episodes: marathon tiny has 2 episodes, got 3"),
     (_flags(marathon="nope"), "unknown marathon 'nope'"),
     (_flags(replicates="0"), "--replicates: Input should be greater than or equal to 1"),
     (_flags(replicates="two"), "'two' is not a valid integer"),

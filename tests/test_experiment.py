@@ -81,5 +81,10 @@ def test_example_experiment_loads():
     assert config.out == (root / "results").resolve()
     for arm in config.arms:
         load_arm(arm)
-    trials = plan_trials(config, "run", "ledger", {"oracle": False, "nop": False})
-    assert len(trials) == 3 * 2 * 2
+    # the main job: the real Claude Code CLI against the scripted (simulated) model
+    assert config.agents == ["claude-code"] and config.models == ["scripted/forgetful"]
+    trials = plan_trials(config, "run", "ledger", {"claude-code": True})
+    assert len(trials) == 4 * 2 and {t.model for t in trials} == {"scripted/forgetful"}
+    smoke = load_config(root / "experiment-smoke.toml", {})
+    trials = plan_trials(smoke, "run", "ledger", {"oracle": False, "nop": False})
+    assert len(trials) == 4 * 2 * 2

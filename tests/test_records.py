@@ -11,7 +11,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from benchmark.records import (SCHEMA_VERSION, TABLES, AttemptRow, CheckRow, EpisodeRecords,
-                               EpisodeRow, RecordStore, TrialKeys, UsageRow, read_table)
+                               EpisodeRow, RecordStore, TrialKeys, UsageRow, arrow_schema,
+                               read_table)
 
 NOW = datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)
 
@@ -25,10 +26,13 @@ def episode(k: TrialKeys, ep: str, index: int, attempts: int = 1, usage: bool = 
     kd = k.model_dump()
     return EpisodeRecords(
         episode=EpisodeRow(**kd, episode=ep, episode_index=index, attempts=attempts,
-                           recovery_attempts=attempts - 1, score=0.5, gates_active=2, gates_passed=1,
+                           recovery_attempts=attempts - 1, rollbacks=0,
+                           decision="stop_attempts", score=0.5, gates_active=2, gates_passed=1,
                            checks_total=2, checks_passed=1, started_at=NOW, ended_at=NOW, wall_s=2.0,
                            agent_s=1.0, scoring_s=0.9, overhead_s=1.0, commit=None),
-        attempts=[AttemptRow(**kd, episode=ep, attempt=n, recovery=n > 1, outcome="ok", exit_code=None,
+        attempts=[AttemptRow(**kd, episode=ep, attempt=n, recovery=n > 1,
+                             rolled_back=False, decision="repair" if n < attempts else "stop_attempts",
+                             outcome="ok", exit_code=None,
                              error="", duration_s=1.0, time_limit_s=60, score=0.5, gates_active=2,
                              gates_passed=1, checks_total=2, checks_passed=1, scoring_s=0.9,
                              commit="abc", artifacts=f"artifacts/x/{ep}/{n}")
@@ -112,7 +116,19 @@ def test_every_column_is_documented_with_the_schema_version():
 
     doc = (Path(__file__).parents[1] / "docs" / "results-schema.md").read_text()
     assert f"Schema version: **{SCHEMA_VERSION}**" in doc
+    keys_section = doc[doc.index("## Keys"):doc.index("## Tables")]
     for table, model in ROW_MODELS.items():
         assert f"`{table}.parquet`" in doc
-        for column in model.model_fields:
-            assert f"| `{column}` |" in doc, f"{table}.{column} is not documented"
+        start = doc.index(f"### `{table}.parquet`")
+        section = doc[start:doc.find("\n### ", start + 1)]
+        for field in arrow_schema(table):
+            assert f"| `{field.name}` |" in doc, f"{table}.{field.name} is not documented"
+            if field.name in TrialKeys.model_fields:
+                row = next(r for r in keys_section.splitlines() if r.startswith(f"| `{field.name}` |"))
+                assert row.split("|")[2].strip() == str(field.type), f"{table}.{field.name}: type"
+                continue
+            row = next((r for r in section.splitlines() if r.startswith(f"| `{field.name}` |")), None)
+            assert row is not None, f"{table}.{field.name} is not in the {table} section"
+            cells = [c.strip() for c in row.split("|")[1:-1]]
+            assert cells[1] == str(field.type), f"{table}.{field.name}: documented type {cells[1]}"
+            assert cells[2] == ("yes" if field.nullable else "no"), f"{table}.{field.name}: nullable"

@@ -11,8 +11,7 @@ import docker
 import pytest
 
 from benchmark.docker_env import LABEL, client
-from benchmark.sandbox import (TRIAL_LABEL, Sandbox, ensure_run_network, extract_snapshot,
-                               remove_run_resources)
+from benchmark.sandbox import TRIAL_LABEL, Sandbox, extract_snapshot, remove_run_resources
 
 pytestmark = pytest.mark.docker
 
@@ -20,8 +19,7 @@ pytestmark = pytest.mark.docker
 @pytest.fixture
 def sandbox(images, tiny):
     run_id = f"test-{secrets.token_hex(3)}"
-    net = ensure_run_network(run_id)
-    sb = Sandbox.create(run_id=run_id, trial_id="t1", image=images.agent, network=net)
+    sb = Sandbox.create(run_id=run_id, trial_id="t1", image=images.agent)
     sb.put_directory(tiny / "starter")
     sb.init_repo()
     yield sb
@@ -36,16 +34,14 @@ def test_container_is_confined_and_labelled(sandbox):
     assert host["CapDrop"] == ["ALL"]
     assert attrs["Config"]["Labels"][LABEL] == sandbox.run_id
     assert attrs["Config"]["Labels"][TRIAL_LABEL] == "t1"
-    (net_name,) = attrs["NetworkSettings"]["Networks"]
-    net = client().networks.get(net_name)
-    assert net.attrs["Internal"] is True and net.attrs["Labels"][LABEL] == sandbox.run_id
+    assert host["NetworkMode"] == "none"
     assert sandbox.run("id -u").strip() == "1000"
 
 
 def test_a_no_model_sandbox_has_no_network_at_all(images):
     """Agents that call no model get only loopback: no interface to send anything through."""
     run_id = f"test-{secrets.token_hex(3)}"
-    sb = Sandbox.create(run_id=run_id, trial_id="t1", image=images.agent, network=None)
+    sb = Sandbox.create(run_id=run_id, trial_id="t1", image=images.agent)
     try:
         attrs = client().api.inspect_container(sb.container.id)
         assert attrs["HostConfig"]["NetworkMode"] == "none"
@@ -111,13 +107,15 @@ def test_snapshot_extraction_refuses_to_escape(tmp_path: Path):
 
 def test_leftovers_are_found_by_label_and_removed(images):
     run_id = f"test-{secrets.token_hex(3)}"
-    net = ensure_run_network(run_id)
-    Sandbox.create(run_id=run_id, trial_id="a", image=images.agent, network=net)
-    Sandbox.create(run_id=run_id, trial_id="b", image=images.agent, network=net)
+    # a network labelled by an older harness version is removed too
+    net = client().networks.create(f"marathon-{run_id}", driver="bridge", internal=True,
+                                   labels={LABEL: run_id})
+    Sandbox.create(run_id=run_id, trial_id="a", image=images.agent)
+    Sandbox.create(run_id=run_id, trial_id="b", image=images.agent)
     assert remove_run_resources(run_id) == (2, 1)
     assert client().containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}) == []
     with pytest.raises(docker.errors.NotFound):
-        client().networks.get(net)
+        client().networks.get(net.id)
 
 
 def test_agents_that_read_instructions_get_the_arm_material(sandbox):

@@ -156,6 +156,18 @@ def test_episode_is_the_latest_brief_in_the_conversation(server):
     assert decide("oracle", [Turn("user", "text", "hello", 0)], lib).kind == "text"
 
 
+def test_a_system_message_after_the_prompt_is_not_the_latest_prompt():
+    """Claude Code 2.1 starts a new session with [user: reminders + prompt, system: environment]:
+    the prompt must still be the latest user text (so a re-prompt naming a gate is seen)."""
+    from benchmark.scripted.policy import latest_prompt
+    from benchmark.scripted.server import anthropic_turns
+
+    doc = {"messages": [user("<system-reminder>ctx</system-reminder>"), user("- gate `privacy`:")]}
+    doc["messages"][1]["content"].insert(0, {"type": "text", "text": "<system-reminder>x</system-reminder>"})
+    doc["messages"].append({"role": "system", "content": "# Environment\nPrimary working directory"})
+    assert latest_prompt(anthropic_turns(doc)).endswith("- gate `privacy`:")
+
+
 def test_forgetful_falls_into_the_trap_until_the_prompt_names_the_gate(server):
     lib = server.library
     e1 = decide("forgetful", [Turn("user", "text", LEDGER.brief_text("e1"), 0)], lib)

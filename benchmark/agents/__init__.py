@@ -1,4 +1,4 @@
-"""The agent registry: names (``oracle``, ``nop``; ``claude-code`` and ``codex`` to come) to
+"""The agent registry: names (``oracle``, ``nop``, ``claude-code``, ``codex``) to
 :class:`~benchmark.agents.base.Agent` classes.
 
 New adapters call :func:`register`; :func:`get_agent` turns a name from the command line or an
@@ -18,7 +18,7 @@ __all__ = ["Agent", "AttemptContext", "AttemptOutcome", "AttemptResult", "agent_
 _AGENTS: dict[str, type[Agent]] = {}
 
 #: Names reserved for adapters that are planned but not implemented yet, with the issue.
-PLANNED = {"claude-code": "agent adapters", "codex": "agent adapters"}
+PLANNED: dict[str, str] = {}
 
 
 def register(cls: type[Agent]) -> type[Agent]:
@@ -54,3 +54,6 @@ def get_agent(name: str) -> Agent:
 
 register(OracleAgent)
 register(NopAgent)
+
+# The CLI adapters register themselves on import (they import this module's ``register``).
+from benchmark.agents import claude_code as _claude_code, codex as _codex  # noqa: E402,F401

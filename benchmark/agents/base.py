@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from benchmark.arms import Arm
 from benchmark.marathon import EpisodeSpec
+from benchmark.proxy import Reconciliation
 from benchmark.records import UsageCall
 from benchmark.sandbox import Sandbox
 
@@ -69,7 +70,11 @@ class AttemptResult(BaseModel):
     error: str = ""
     """One-line reason for ``agent_error`` or ``timeout``; empty when ``ok``."""
     usage: list[UsageCall] = []
-    """Usage figures the agent reported (empty for agents that use no model)."""
+    """Usage figures of the attempt: the proxy's rows (``source="proxy"``, one per model call)
+    then the agent's own (``source="agent"``); empty for agents that use no model."""
+    reconciliation: Reconciliation | None = None
+    """Proxy vs agent usage of the attempt (agents that call a model through the proxy);
+    ``None`` for agents that use no model."""
 
 
 class Agent(ABC):

@@ -55,6 +55,7 @@ class ClaudeCodeAgent(ProxiedCLIAgent):
     """Claude Code (``claude -p``) through the metering proxy (see the module docstring)."""
 
     name = "claude-code"
+    api = "anthropic"
     reconcile_kinds = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
 
     def __init__(self) -> None:

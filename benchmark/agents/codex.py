@@ -51,6 +51,7 @@ class CodexAgent(ProxiedCLIAgent):
     """Codex CLI (``codex exec``) through the metering proxy (see the module docstring)."""
 
     name = "codex"
+    api = "openai"
 
     def __init__(self) -> None:
         super().__init__()

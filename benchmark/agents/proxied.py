@@ -83,6 +83,8 @@ class ProxiedCLIAgent(Agent):
 
     uses_model = True
     reads_instructions = True
+    #: The vendor API the CLI calls (``anthropic`` or ``openai``): a real model needs its key.
+    api: ClassVar[str]
     #: Token kinds the CLI reports and :func:`reconcile` compares.
     reconcile_kinds: ClassVar[tuple[str, ...]] = TOKEN_KINDS
 
@@ -138,7 +140,7 @@ class ProxiedCLIAgent(Agent):
         self.write_reconciliation(ctx, verdict)
         return AttemptResult(outcome=cli.outcome, duration_s=duration, transcript=ctx.transcript,
                              exit_code=res.exit_code, error=cli.error,
-                             usage=[*proxy_calls, *cli.usage])
+                             usage=[*proxy_calls, *cli.usage], reconciliation=verdict)
 
     @staticmethod
     def write_reconciliation(ctx: AttemptContext, verdict: Reconciliation) -> None:

@@ -1,5 +1,5 @@
-"""The controller registry: names (``single``, ``feedback-retry``; ``governed`` to come) to
-:class:`~benchmark.controllers.base.Controller` classes.
+"""The controller registry: names (``single``, ``feedback-retry``, ``governed``) to
+:class:`~benchmark.controllers.base.Controller` classes (rules in ``docs/arms.md``).
 
 :func:`check_controller` validates an arm's controller when the arm is loaded, so a bad preset
 fails before any container starts.
@@ -16,14 +16,20 @@ if TYPE_CHECKING:
     from benchmark.controllers.base import Controller
 
 #: Names reserved for controllers that are planned but not implemented yet, with the issue.
-PLANNED = {"governed": "arms"}
+PLANNED: dict[str, str] = {}
 
 
 def _registry() -> dict[str, type["Controller"]]:
     from benchmark.controllers.feedback_retry import FeedbackRetryController
+    from benchmark.controllers.governed import GovernedController
     from benchmark.controllers.single import SingleController
 
-    return {c.name: c for c in (SingleController, FeedbackRetryController)}
+    return {c.name: c for c in (SingleController, FeedbackRetryController, GovernedController)}
+
+
+def controller_enforces_budget(name: str) -> bool:
+    """Whether the controller ``name`` (a registered one) enforces an arm's budget."""
+    return _registry()[name].enforces_budget
 
 
 def controller_names() -> list[str]:

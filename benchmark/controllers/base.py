@@ -3,22 +3,42 @@
 A :class:`Controller` is given the trial's context, the episode, the agent and a scoring
 function; it runs one or more attempts and returns them. Scoring an attempt (commit, snapshot,
 every gate active after the episode, with the trial's seed) is the harness's job: the controller
-only calls ``score``. Attempts beyond the first of an episode are *recovery attempts*.
+only calls ``score``. Attempts beyond the first of an episode are *recovery attempts*; so is
+every rollback of the workspace (see ``docs/arms.md``).
+
+After scoring an attempt a controller records its :data:`Decision` on the attempt: ``accept``
+(all green), ``repair`` (re-prompt on the same workspace), ``rollback`` (reset the workspace to
+the trial's last all-green commit, then retry), ``stop_attempts`` (red, no attempt left) or
+``stop_budget`` (red, a usage budget reached).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from pathlib import Path
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
 
 from benchmark.agents.base import Agent, AttemptContext, AttemptResult
 from benchmark.arms import Arm
-from benchmark.marathon import EpisodeSpec
+from benchmark.marathon import EpisodeSpec, Marathon
+from benchmark.records import TrialKeys
 from benchmark.scorer import CheckResult, Outcome
 from benchmark.sandbox import Sandbox
+
+
+#: What a controller decided after scoring an attempt (see the module docstring).
+Decision = Literal["accept", "repair", "rollback", "stop_attempts", "stop_budget"]
+
+
+def default_decision(green: bool, number: int, max_attempts: int) -> Decision:
+    """The decision of a controller without governance: ``accept`` when green, ``repair``
+    while attempts remain, else ``stop_attempts``."""
+    if green:
+        return "accept"
+    return "repair" if number < max_attempts else "stop_attempts"
 
 
 def gate_verdicts(checks: list[CheckResult]) -> dict[str, bool]:
@@ -46,6 +66,11 @@ class Attempt(BaseModel):
     """The agent's result."""
     checks: list[CheckResult]
     """Verdicts on every check of the gates active after the episode."""
+    decision: Decision | None = None
+    """What the controller decided after scoring this attempt; ``None`` until it decided."""
+    rolled_back: bool = False
+    """Whether the workspace was rolled back to the trial's last all-green commit right before
+    this attempt."""
 
     @property
     def gate_verdicts(self) -> dict[str, bool]:
@@ -75,9 +100,28 @@ class TrialContext(Protocol):
     """The trial's container."""
     arm: Arm
     """The trial's arm."""
+    keys: TrialKeys
+    """The trial's keys (id, arm, agent, model, seed...)."""
+    run_dir: Path
+    """The run directory (capsules and evidence ledgers live under it)."""
+    marathon: Marathon
+    """The marathon being played."""
 
     def attempt_context(self, episode: EpisodeSpec, attempt: int, prompt: str) -> AttemptContext:
         """Set up the attempt's artifacts (writes ``prompt.md``) and return its context."""
+        ...
+
+    def snapshot_of(self, attempt: int) -> tuple[str | None, str]:
+        """``(commit, sha256 of the workspace archive)`` scored after an attempt of the current
+        episode (commit ``None`` if the agent broke the repository)."""
+        ...
+
+    def rollback(self, commit: str) -> None:
+        """Reset the workspace to ``commit`` (``git reset --hard``, ``git clean -fdx``).
+
+        Raises:
+            MarathonError: the reset failed (e.g. the agent broke the repository).
+        """
         ...
 
 
@@ -94,6 +138,8 @@ class Controller(ABC):
     multi_attempt: ClassVar[bool] = False
     """Whether the controller may make more than one attempt per episode (uses
     ``arm.max_attempts``)."""
+    enforces_budget: ClassVar[bool] = False
+    """Whether the controller enforces the arm's usage budget (``arm.budget``)."""
 
     def __init__(self, arm: Arm):
         self.arm = arm

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from benchmark.agents.base import Agent
 from benchmark.arms import FeedbackLevel
-from benchmark.controllers.base import Attempt, Controller, ScoreFn, TrialContext
+from benchmark.controllers.base import (Attempt, Controller, ScoreFn, TrialContext,
+                                        default_decision)
 from benchmark.marathon import EpisodeSpec
 from benchmark.scorer import CheckResult, Outcome
 
@@ -57,8 +58,11 @@ class FeedbackRetryController(Controller):
         """First attempt with the brief; then, while red and under the limit, a recovery attempt
         with :func:`feedback_prompt`."""
         attempts = [self.attempt(trial, episode, agent, score, 1, brief)]
-        while not attempts[-1].green and len(attempts) < self.arm.max_attempts:
-            prompt = feedback_prompt(attempts[-1].checks, self.arm.feedback,
+        while True:
+            last = attempts[-1]
+            last.decision = default_decision(last.green, last.number, self.arm.max_attempts)
+            if last.decision != "repair":
+                return attempts
+            prompt = feedback_prompt(last.checks, self.arm.feedback,
                                      None if self.arm.session_continuity else brief)
             attempts.append(self.attempt(trial, episode, agent, score, len(attempts) + 1, prompt))
-        return attempts

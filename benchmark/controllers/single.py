@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from benchmark.agents.base import Agent
-from benchmark.controllers.base import Attempt, Controller, ScoreFn, TrialContext
+from benchmark.controllers.base import (Attempt, Controller, ScoreFn, TrialContext,
+                                        default_decision)
 from benchmark.marathon import EpisodeSpec
 
 
@@ -14,5 +15,7 @@ class SingleController(Controller):
 
     def run(self, trial: TrialContext, episode: EpisodeSpec, brief: str, agent: Agent,
             score: ScoreFn) -> list[Attempt]:
-        """Run exactly one attempt with the brief."""
-        return [self.attempt(trial, episode, agent, score, 1, brief)]
+        """Run exactly one attempt with the brief (decision ``accept`` or ``stop_attempts``)."""
+        attempt = self.attempt(trial, episode, agent, score, 1, brief)
+        attempt.decision = default_decision(attempt.green, 1, 1)
+        return [attempt]

@@ -1,9 +1,10 @@
 # Agent image: one container per trial; the agent CLIs at exact versions, a non-root user,
 # /workspace as a git repository. Built with host networking to reach the package registries;
-# containers started from it run on an internal network that reaches only the proxy.
+# containers started from it have no network: socat forwards 127.0.0.1:<port> in the container
+# to the metering proxy's Unix socket, bind-mounted at /run/marathon.
 FROM {base}
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm socat \
  && rm -rf /var/lib/apt/lists/*
 # build-ca.crt is the build host's CA bundle (for registries behind a TLS-inspecting proxy); it
 # is used for this step only and not kept in the image.

@@ -92,9 +92,13 @@ def _text_of(content: Any) -> str:
 
 def anthropic_turns(doc: dict) -> list[Turn]:
     """The conversation of a Messages API request. Within one message, tool results come after
-    its text blocks (Claude Code adds reminders next to tool results)."""
+    its text blocks (Claude Code adds reminders next to tool results). Messages with role
+    ``system`` (Claude Code 2.1 sends its environment description as one, after the first
+    prompt) are context, not part of the conversation, like the top-level ``system``."""
     turns: list[Turn] = []
     for i, msg in enumerate(doc.get("messages") or []):
+        if msg.get("role") == "system":
+            continue
         role = "assistant" if msg.get("role") == "assistant" else "user"
         content = msg.get("content")
         if isinstance(content, str):
