@@ -96,7 +96,8 @@ def _colors(ctx: ChartContext) -> dict[str, tuple]:
 
 
 def _new_figure(nrows: int, ncols: int, width: float, height: float):
-    fig = Figure(figsize=(width * ncols, height * nrows + 1.2), layout="constrained")
+    # At least 7 in wide, so the two-line title naming marathon, model and n fits.
+    fig = Figure(figsize=(max(width * ncols, 7.0), height * nrows + 1.2), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
@@ -214,7 +215,7 @@ def plot_gate_survival(survival: pd.DataFrame, ctx: ChartContext) -> Figure:
     frame = survival.assign(replicates=survival["n"]) if len(survival) else \
         survival.assign(replicates=pd.Series(dtype="int64"))
     return _heat_grid(frame, ctx, "share", "gate survival (share of replicates with the gate green)",
-                      "RdYlGn", 1.0, "share of replicates with the gate green (0-1; blank: not active)",
+                      "RdYlGn", 1.0, "share of replicates green (0-1)\nblank: gate not yet active",
                       lambda d: [f"{s:.0%}" for s in d["share"]])
 
 
@@ -343,7 +344,8 @@ def save_figure(fig: Figure, out_dir: Path, name: str, dpi: int = 150) -> list[P
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=dpi)
+    # bbox_inches="tight" keeps any long title or label inside the image instead of clipping it.
+    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
     with rc_context({"svg.fonttype": "none"}):
-        fig.savefig(paths[1])
+        fig.savefig(paths[1], bbox_inches="tight")
     return paths
