@@ -86,3 +86,17 @@ def test_the_proxy_listens_on_a_socket_alone_in_its_directory(tmp_path):
     finally:
         services.stop()
     assert not socket_dir.exists()
+
+
+def test_a_real_model_goes_to_its_vendor_with_the_key_from_the_environment(tmp_path):
+    env = {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": "https://gateway.example/"}
+    upstreams = model_upstreams([keys("claude-code", "claude-sonnet-4-5")], AGENTS, env)
+    services = ModelServices.start("test-real", tmp_path, "ledger", upstreams, {"anthropic"}, env)
+    try:
+        config = services.proxy.config
+        assert services.scripted is None and config.simulated is None and config.openai is None
+        assert config.anthropic.base_url == "https://gateway.example"
+        assert config.anthropic.api_key.get_secret_value() == "sk-ant-test"
+        assert "sk-ant-test" not in repr(config)  # the key is a secret, never printed
+    finally:
+        services.stop()
