@@ -25,7 +25,6 @@ container starts.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.budget import Budget
 from benchmark.errors import MarathonError
+from benchmark.tomlfile import field_error, read_toml
 from benchmark.paths import ARMS_DIR
 
 #: How much a re-prompt says about a red scoring.
@@ -151,18 +151,12 @@ def load_arm(name_or_path: str | Path) -> Arm:
     if not toml_path.is_file():
         known = ", ".join(arm_names()) or "none"
         raise MarathonError(f"unknown arm {str(name_or_path)!r}: {toml_path} not found (presets: {known})")
-    try:
-        raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise MarathonError(f"{toml_path}: malformed TOML: {e}") from None
+    raw = read_toml(toml_path)
     root = toml_path.parent.resolve()
     try:
         arm = Arm.model_validate({**raw, "source": toml_path.resolve()})
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"].removeprefix("Value error, ")
-        raise MarathonError(f"{toml_path}: {loc + ': ' if loc else ''}{msg}") from None
+        raise field_error(toml_path, e) from None
     if arm.name != toml_path.stem:
         raise MarathonError(f"{toml_path}: name: {arm.name!r} differs from its file name {toml_path.stem!r}")
     instructions = (root / arm.instructions).resolve()

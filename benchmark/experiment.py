@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.errors import MarathonError
+from benchmark.tomlfile import read_toml
 from benchmark.paths import RESULTS_DIR
 from benchmark.records import TrialKeys
 
@@ -121,12 +121,7 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
     if config_file is not None:
         if not config_file.is_file():
             raise MarathonError(f"-c: experiment file {config_file} not found")
-        try:
-            raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise MarathonError(f"{config_file}: malformed TOML: {e}") from None
-        except UnicodeDecodeError:
-            raise MarathonError(f"{config_file}: not UTF-8 text") from None
+        raw = read_toml(config_file)
         base = config_file.parent
         if isinstance(raw.get("out"), str):
             raw["out"] = str((base / raw["out"]).resolve())

@@ -36,7 +36,8 @@ RECIPES = Path(__file__).parent / "images"
 #: Debian suite of the base image.
 DEBIAN_SUITE = "bookworm"
 #: Packages of the base image (besides debootstrap's minbase set).
-BASE_PACKAGES = ("python3", "python3-pytest", "python3-pytest-timeout", "git", "ca-certificates", "procps")
+BASE_PACKAGES = ("python3", "python3-pytest", "python3-pytest-timeout", "python3-pytest-xdist", "git",
+                 "ca-certificates", "procps")
 #: Exact agent CLI versions from the npm registry; recorded in every run's manifest.
 CLAUDE_CODE_VERSION = "2.1.330"
 CODEX_VERSION = "0.169.0"

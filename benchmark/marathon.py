@@ -26,13 +26,13 @@ Example ``marathon.toml``::
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from benchmark.errors import MarathonError
 from benchmark.paths import EPISODES_DIR
+from benchmark.tomlfile import field_error, read_toml
 
 
 #: Tool caches that are not part of a marathon's content (left by running pytest on the host).
@@ -155,14 +155,6 @@ class Marathon(BaseModel):
         return h.hexdigest()
 
 
-def _format_validation_error(toml_path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in first["loc"])
-    loc = loc.replace(".[", "[")
-    msg = first["msg"].removeprefix("Value error, ")
-    return f"{toml_path}: {loc + ': ' if loc else ''}{msg}"
-
-
 def resolve_marathon_path(name_or_path: str | Path) -> Path:
     """Map a marathon name (``ledger``) or a directory / ``marathon.toml`` path to the TOML file."""
     p = Path(name_or_path)
@@ -184,15 +176,12 @@ def load_marathon(name_or_path: str | Path) -> Marathon:
     toml_path = resolve_marathon_path(name_or_path)
     if not toml_path.is_file():
         raise MarathonError(f"unknown marathon {str(name_or_path)!r}: {toml_path} not found")
-    try:
-        raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise MarathonError(f"{toml_path}: malformed TOML: {e}") from None
+    raw = read_toml(toml_path)
     root = toml_path.parent.resolve()
     try:
         m = Marathon.model_validate({**raw, "root": root})
     except ValidationError as e:
-        raise MarathonError(_format_validation_error(toml_path, e)) from None
+        raise field_error(toml_path, e) from None
     if m.name != root.name:
         raise MarathonError(f"{toml_path}: name: {m.name!r} differs from its directory {root.name!r}")
 

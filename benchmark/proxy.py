@@ -48,7 +48,6 @@ import re
 import secrets
 import threading
 import time
-import tomllib
 from collections.abc import Mapping
 from datetime import date as Date, datetime, timezone
 from pathlib import Path
@@ -59,6 +58,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from benchmark.errors import MarathonError
+from benchmark.tomlfile import field_error, read_toml
 from benchmark.paths import PROJECT_ROOT
 from benchmark.records import UsageCall
 
@@ -129,18 +129,11 @@ class PriceTable(BaseModel):
         Raises:
             MarathonError: the file is missing, not TOML, or a price lacks a field.
         """
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise MarathonError(f"{path}: price table not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise MarathonError(f"{path}: not valid TOML: {e}") from None
+        data = read_toml(path)
         try:
             table = cls.model_validate(data)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise MarathonError(f"{path}: {where}: {err['msg']}") from None
+            raise field_error(path, e) from None
         return table
 
     def lookup(self, model: str) -> ModelPrice | None:

@@ -90,6 +90,10 @@ class ScorerLimits(BaseModel):
     total_timeout_s: float = 300.0
     """Limit for the whole scoring in seconds; past it the container is killed and every check
     without a verdict is ``error``."""
+    workers: int = Field(default=2, ge=0)
+    """pytest-xdist worker processes running checks in parallel (0: run them in the runner
+    process). Checks are independent (own temp directories and inputs), so outcomes do not
+    depend on it; 2 halves the wall time of the ledger gates on a 2-core machine."""
     mem_limit: str = "1g"
     """Container memory limit (Docker syntax)."""
     pids_limit: int = 256
@@ -232,6 +236,7 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         f"--rootdir={GATES_DIR}", f"--confcutdir={GATES_DIR}", "-p", "no:cacheprovider",
         "-q", "--no-header", "-rN", f"--junitxml={REPORT_PATH}",
         f"--timeout={limits.check_timeout_s:g}",
+        *(["-n", str(limits.workers)] if limits.workers else []),
         *(f"{GATES_DIR}/{g.filename}" for g in gates),
     ]
     docker_client = client()
