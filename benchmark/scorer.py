@@ -24,8 +24,10 @@ model is documented in ``docs/scorer.md``.
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import tarfile
+import threading
 import xml.etree.ElementTree as ET
 from enum import Enum
 from pathlib import Path
@@ -102,10 +104,35 @@ class ScorerLimits(BaseModel):
     """CPU quota in units of 1e-9 CPUs (2 CPUs)."""
 
 
+#: ``ast.parse`` is not thread-safe in CPython 3.11 ("AST constructor recursion depth
+#: mismatch" when trials score concurrently), so gate modules are parsed under a lock, once.
+_PARSE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=256)
+def _module_checks(path: Path, gate: str, mtime_ns: int) -> tuple[CheckSpec, ...]:
+    with _PARSE_LOCK:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except SyntaxError as e:
+            raise MarathonError(f"{path}: line {e.lineno}: {e.msg}") from None
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            tags = {
+                d.attr for d in node.decorator_list
+                if isinstance(d, ast.Attribute) and d.attr in ("genuine", "contract")
+            }
+            tag = tags.pop() if len(tags) == 1 else None
+            out.append(CheckSpec(gate=gate, check=node.name, tag=tag))
+    return tuple(out)
+
+
 def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:
     """Read the checks of the given gates from their modules' source (no import, no execution).
 
-    Returns module-level ``test_*`` functions in source order with their tag marker.
+    Returns module-level ``test_*`` functions in source order with their tag marker. Safe to
+    call from several threads; a module is parsed again only when it changes.
 
     Raises:
         MarathonError: a gate module does not parse.
@@ -113,18 +140,7 @@ def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:
     out: list[CheckSpec] = []
     for gate in gates:
         path = marathon.gates / gate.filename
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        except SyntaxError as e:
-            raise MarathonError(f"{path}: line {e.lineno}: {e.msg}") from None
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                tags = {
-                    d.attr for d in node.decorator_list
-                    if isinstance(d, ast.Attribute) and d.attr in ("genuine", "contract")
-                }
-                tag = tags.pop() if len(tags) == 1 else None
-                out.append(CheckSpec(gate=gate.name, check=node.name, tag=tag))
+        out.extend(_module_checks(path, gate.name, path.stat().st_mtime_ns))
     return out
 
 

@@ -67,16 +67,25 @@ def assert_usage_audited(run_dir: Path, t: dict[str, pd.DataFrame]) -> None:
     assert {(r.trial_id, r.episode, r.attempt) for r in logged} == set(proxy.index)
 
 
-def test_claude_code_forgetful_feedback_retry_recovers_prompt_only_does_not(tmp_path):
-    run_dir = run(tmp_path, "cc-forgetful", arms=("prompt-only", "feedback-retry"),
+def test_claude_code_forgetful_recovering_arms_reach_100_the_others_do_not(tmp_path):
+    """The four arms through the real Claude Code CLI against the scripted trap-falling model:
+    the regressions survive prompt-only and skill-only; feedback-retry and governed-runtime
+    recover, and their recovery attempts are in the records."""
+    run_dir = run(tmp_path, "cc-forgetful",
+                  arms=("prompt-only", "skill-only", "feedback-retry", "governed-runtime"),
                   agents=("claude-code",), models=("scripted/forgetful",))
     t = tables(run_dir)
     trials = t["trials"].set_index("arm")
     assert (trials.status == "complete").all()
-    assert trials.loc["feedback-retry", "final_score"] == 1.0
-    assert trials.loc["feedback-retry", "recovery_attempts"] > 0
-    assert trials.loc["prompt-only", "final_score"] < 1.0
-    assert trials.loc["prompt-only", "recovery_attempts"] == 0
+    for arm in ("feedback-retry", "governed-runtime"):
+        assert trials.loc[arm, "final_score"] == 1.0, arm
+        assert trials.loc[arm, "recovery_attempts"] > 0, arm
+    for arm in ("prompt-only", "skill-only"):
+        assert trials.loc[arm, "final_score"] < 1.0, arm
+        assert trials.loc[arm, "recovery_attempts"] == 0, arm
+    episodes = t["episodes"]
+    assert episodes.groupby("arm").recovery_attempts.sum().to_dict() == \
+        trials.recovery_attempts.to_dict()
 
     attempts = t["attempts"]
     assert set(attempts.outcome) == {"ok"}, attempts[attempts.outcome != "ok"].error.tolist()

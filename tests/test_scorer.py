@@ -143,3 +143,22 @@ def test_gates_are_read_only_and_runner_is_not_root(tmp_path, answer, scorer_ima
     """))
     results = score(snap, answer, "e1", seed=1, image=scorer_image)
     assert _outcomes(results)["test_prints_42"] == Outcome.passed
+
+
+def test_list_checks_is_safe_from_concurrent_trials():
+    """Trials score in threads; CPython 3.11's ast.parse raised "AST constructor recursion depth
+    mismatch" when two threads parsed at once. Parse uncached from many threads at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmark.marathon import load_marathon
+    from benchmark.scorer import _module_checks
+
+    ledger = load_marathon("ledger")
+    paths = [(ledger.gates / g.filename, g.name) for g in ledger.gate]
+
+    def parse_all(_):
+        return [len(_module_checks.__wrapped__(p, name, 0)) for p, name in paths]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        counts = list(pool.map(parse_all, range(64)))
+    assert all(c == counts[0] for c in counts) and min(counts[0]) >= 3
