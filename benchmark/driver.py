@@ -59,7 +59,7 @@ from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow,
                                TrialKeys, UsageRow)
 from benchmark.sandbox import (TRIAL_LABEL, Sandbox, SandboxLimits, extract_snapshot,
                                remove_run_resources)
-from benchmark.scorer import CheckResult, ScorerLimits, score
+from benchmark.scorer import CheckResult, ScorerLimits, score, scorer_workers
 
 
 class Interrupted(Exception):
@@ -256,6 +256,9 @@ def resume_run(run_dir: Path, *, jobs: int | None = None, display: bool = True,
 def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: bool,
              console: Console) -> RunOutcome:
     started = time.monotonic()
+    # Concurrent trials share the cores: each scoring gets xdist workers only if cores remain.
+    plan = plan.model_copy(update={"scorer_limits": plan.scorer_limits.model_copy(
+        update={"workers": scorer_workers(jobs)})})
     store = RecordStore(run_dir)
     n_episodes = len(plan.marathon.episodes)
     planned = [(t, n_episodes) for t in plan.trials]

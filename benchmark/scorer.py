@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import functools
 import io
+import os
 import tarfile
 import threading
 import xml.etree.ElementTree as ET
@@ -126,6 +127,17 @@ def _module_checks(path: Path, gate: str, mtime_ns: int) -> tuple[CheckSpec, ...
             tag = tags.pop() if len(tags) == 1 else None
             out.append(CheckSpec(gate=gate, check=node.name, tag=tag))
     return tuple(out)
+
+
+def scorer_workers(concurrent_scorings: int, cores: int | None = None) -> int:
+    """pytest-xdist workers per scoring when ``concurrent_scorings`` run at once.
+
+    Returns ``cores // concurrent_scorings``, or 0 (checks in the runner process) when that is
+    below 2: more processes than cores only add start-up time. ``cores`` defaults to
+    ``os.cpu_count()``. Outcomes never depend on it.
+    """
+    workers = (cores or os.cpu_count() or 1) // max(1, concurrent_scorings)
+    return workers if workers >= 2 else 0
 
 
 def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:

@@ -162,3 +162,12 @@ def test_list_checks_is_safe_from_concurrent_trials():
     with ThreadPoolExecutor(max_workers=8) as pool:
         counts = list(pool.map(parse_all, range(64)))
     assert all(c == counts[0] for c in counts) and min(counts[0]) >= 3
+
+
+def test_scorer_workers_share_the_cores_between_concurrent_scorings():
+    from benchmark.scorer import scorer_workers
+
+    assert scorer_workers(1, cores=2) == 2
+    assert scorer_workers(2, cores=2) == 0  # two trials on two cores: no xdist
+    assert scorer_workers(2, cores=8) == 4
+    assert scorer_workers(3, cores=4) == 0
