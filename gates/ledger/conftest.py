@@ -11,7 +11,10 @@ Every run gets a scrubbed environment (PATH, HOME, LANG only, plus a fixed
 ``PYTHONHASHSEED`` derived from the seed, the check and the call number, so
 that a product that depends on set or hash order behaves the same way on
 every run of the gates, yet differently from one call to the next) and a
-timeout that fails the check instead of hanging it.
+timeout that fails the check instead of hanging it. Independent runs of one
+check may be started together (:meth:`LedgerRunner.spawn`) and collected
+later; call numbers follow the order in which runs are started, so the hash
+seeds stay the same from one scoring to the next.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import platform
 import shutil
 import subprocess
 import termios
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -34,13 +39,27 @@ DEFAULT_TIMEOUT = 20.0
 
 
 def pytest_configure(config):
-    """Register the check tags as markers."""
+    """Register the check tags (and the scheduling hint ``slow``) as markers."""
     config.addinivalue_line(
         "markers", "genuine: a property any competent implementation of the briefs must have"
     )
     config.addinivalue_line(
         "markers", "contract: an interface detail that only the brief states (exact code, name or format)"
     )
+    config.addinivalue_line(
+        "markers", "slow: a check that takes several times longer than most (scheduled first)"
+    )
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run ``slow`` checks first (stable order otherwise).
+
+    With pytest-xdist, the checks left at the end decide how long one worker
+    idles while the other finishes; starting the long ones first leaves only
+    short ones for the end. The order is the same in every worker, and no
+    check depends on another, so outcomes do not change.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -109,6 +128,22 @@ def _proc_state(pid: int) -> str:
         return "?"
 
 
+#: Number of the ``read`` system call, by machine (for ``/proc/PID/syscall``).
+_READ_SYSCALL = {"x86_64": 0, "amd64": 0, "aarch64": 63, "arm64": 63}.get(platform.machine().lower())
+
+
+def _blocked_reading_stdin(pid: int) -> bool:
+    """True if the process is blocked in ``read`` on file descriptor 0 (its stdin)."""
+    if _READ_SYSCALL is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/syscall", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().split()
+        return int(fields[0]) == _READ_SYSCALL and int(fields[1], 16) == 0
+    except (OSError, ValueError, IndexError):
+        return False  # "running", no permission, or no such file: use the other test
+
+
 def _tree_signature(root: Path) -> tuple:
     """Names, sizes and mtimes of every file under ``root`` (to detect activity)."""
     sig = []
@@ -138,23 +173,32 @@ class Streaming:
         except BrokenPipeError:
             pass  # the process already exited; the check sees it in the final state
 
-    def wait_idle(self, watch: Path, limit: float = 10.0, settle: int = 2) -> None:
+    def wait_idle(self, watch: Path, limit: float = 10.0, settle: float = 0.05) -> None:
         """Wait until the process has read all fed input and blocks for more.
 
-        Idle means: the pipe holds no unread bytes, the process is sleeping,
-        and nothing under ``watch`` changed over ``settle`` consecutive polls.
-        Returns early if the process exits; gives up quietly after ``limit`` s.
+        Idle means: the pipe holds no unread bytes and either the process is
+        blocked in ``read`` on its stdin (seen on two polls in a row: it has
+        handled everything it read), or, where that cannot be seen (another
+        thread reads, ``select``, no ``/proc/PID/syscall``), it is sleeping
+        and nothing under ``watch`` changed for ``settle`` seconds. Returns
+        early if the process exits; gives up quietly after ``limit`` s.
         """
         deadline = time.monotonic() + limit
-        last, quiet = None, 0
+        last, quiet_since, reading = None, None, 0
         while time.monotonic() < deadline and self.proc.poll() is None:
+            empty = _fionread(self.proc.stdin.fileno()) == 0
+            reading = reading + 1 if empty and _blocked_reading_stdin(self.proc.pid) else 0
+            if reading >= 2:
+                return
+            now = time.monotonic()
             sig = _tree_signature(watch)
-            idle = _fionread(self.proc.stdin.fileno()) == 0 and _proc_state(self.proc.pid) in "S?"
-            quiet = quiet + 1 if idle and sig == last else 0
-            if quiet >= settle:
+            idle = empty and _proc_state(self.proc.pid) in "S?"
+            if not (idle and sig == last):
+                quiet_since = now
+            elif now - quiet_since >= settle:
                 return
             last = sig
-            time.sleep(0.025)
+            time.sleep(0.005 if reading else 0.01)
 
     def kill(self) -> None:
         """SIGKILL the process and reap it."""
@@ -165,6 +209,57 @@ class Streaming:
             self.proc.stdin.close()
         except BrokenPipeError:
             pass
+
+
+class Pending:
+    """A product run started with :meth:`LedgerRunner.spawn`; :meth:`result` waits for it.
+
+    Like ``subprocess.run``: stdin, stdout and stderr are pipes, and a thread
+    feeds stdin and collects the output while the check goes on.
+    """
+
+    def __init__(self, proc: subprocess.Popen, args: list[str], stdin: bytes, timeout: float,
+                 expect_ok: str | None):
+        self.proc = proc
+        self.args = args
+        self._timeout = timeout
+        self._expect_ok = expect_ok
+        self._output: tuple[bytes, bytes] = (b"", b"")
+        self._timed_out = False
+        self._thread = threading.Thread(target=self._communicate, args=(stdin,), daemon=True)
+        self._thread.start()
+
+    def _communicate(self, stdin: bytes) -> None:
+        try:
+            self._output = self.proc.communicate(stdin, timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            self._timed_out = True
+            self.proc.kill()
+            self._output = self.proc.communicate()
+        except Exception:  # noqa: BLE001 - reported by result() as a crash of the run
+            self.proc.kill()
+            self.proc.wait()
+
+    def result(self) -> Result:
+        """Wait for the run to finish (failing the check past its timeout) and return its Result."""
+        self._thread.join()
+        out, err = self._output
+        if self._timed_out:
+            pytest.fail(
+                f"`ledger {' '.join(self.args)}` did not finish within {self._timeout:g} s "
+                f"(stderr so far: {_decode(err)[-500:]!r})",
+                pytrace=False,
+            )
+        result = Result(self.args, self.proc.returncode, _decode(out), _decode(err))
+        if self._expect_ok:
+            assert result.returncode == 0, self._expect_ok + result.describe()
+        return result
+
+    def kill(self) -> None:
+        """SIGKILL the run if it is still going (cleanup only)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self._thread.join()
 
 
 class LedgerRunner:
@@ -185,6 +280,7 @@ class LedgerRunner:
         self._check = check
         self._calls = 0
         self._streams: list[Streaming] = []
+        self._pending: list[Pending] = []
 
     def path(self, name: str) -> Path:
         """A path in the scratch directory (parents created)."""
@@ -205,35 +301,43 @@ class LedgerRunner:
     def _argv(self, args) -> list[str]:
         return ["python3", "-m", "ledger", *[str(arg) for arg in args]]
 
+    def spawn(self, *args, stdin: bytes | str | None = None, timeout: float = DEFAULT_TIMEOUT,
+              expect_ok: str | None = None) -> Pending:
+        """Start ``python3 -m ledger ARGS`` in the background; ``.result()`` collects it.
+
+        Runs that do not depend on each other can go on at the same time.
+        ``expect_ok``: if given, ``.result()`` requires exit 0 and prefixes
+        the failure message with it.
+        """
+        if isinstance(stdin, str):
+            stdin = stdin.encode("utf-8")
+        argv = self._argv(args)
+        proc = subprocess.Popen(
+            argv, cwd=self.workdir, env=self._env(), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        pending = Pending(proc, argv[3:], stdin or b"", timeout, expect_ok)
+        self._pending.append(pending)
+        return pending
+
     def run(self, *args, stdin: bytes | str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
         """Run ``python3 -m ledger ARGS`` to completion and return its Result.
 
         ``stdin`` (bytes or str) is fed to the process; without it stdin is
         empty. A run exceeding ``timeout`` seconds fails the check.
         """
-        if isinstance(stdin, str):
-            stdin = stdin.encode("utf-8")
-        argv = self._argv(args)
-        try:
-            done = subprocess.run(
-                argv, cwd=self.workdir, env=self._env(), input=stdin or b"",
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(
-                f"`ledger {' '.join(argv[3:])}` did not finish within {timeout:g} s "
-                f"(stderr so far: {_decode(exc.stderr)[-500:]!r})",
-                pytrace=False,
-            )
-        return Result(argv[3:], done.returncode, _decode(done.stdout), _decode(done.stderr))
+        return self.spawn(*args, stdin=stdin, timeout=timeout).result()
 
     def ingest(self, source, state: Path, *extra, stdin: bytes | str | None = None,
                expect_ok: bool = True) -> Result:
         """Run ``ingest SOURCE --state STATE EXTRA...``; by default require exit 0."""
-        result = self.run("ingest", source, "--state", state, *extra, stdin=stdin)
-        if expect_ok:
-            assert result.returncode == 0, "ingest failed: " + result.describe()
-        return result
+        return self.spawn_ingest(source, state, *extra, stdin=stdin, expect_ok=expect_ok).result()
+
+    def spawn_ingest(self, source, state: Path, *extra, stdin: bytes | str | None = None,
+                     expect_ok: bool = True) -> Pending:
+        """Start ``ingest SOURCE --state STATE EXTRA...`` in the background (see :meth:`spawn`)."""
+        return self.spawn("ingest", source, "--state", state, *extra, stdin=stdin,
+                          expect_ok="ingest failed: " if expect_ok else None)
 
     def start(self, *args) -> Streaming:
         """Start ``python3 -m ledger ARGS`` with a stdin pipe (for kill tests)."""
@@ -247,9 +351,11 @@ class LedgerRunner:
         return stream
 
     def close(self) -> None:
-        """Kill any streaming run still alive."""
+        """Kill any run still alive."""
         for stream in self._streams:
             stream.kill()
+        for pending in self._pending:
+            pending.kill()
 
 
 @pytest.fixture

@@ -87,6 +87,7 @@ def killed_then_resumed(ledger, state, lines, stops, every):
 
 
 @pytest.mark.genuine
+@pytest.mark.slow
 def test_killed_run_resumes_to_uninterrupted_state(ledger, seed):
     """Killed after 25 lines (checkpoints every 10), the re-run reaches the uninterrupted state."""
     gen = EventGen(seed, "ckpt-once", n_accounts=6)
@@ -95,14 +96,16 @@ def test_killed_run_resumes_to_uninterrupted_state(ledger, seed):
     model.ingest(lines)
     reference, resumed = ledger.path("uninterrupted"), ledger.path("resumed")
     stdin = "".join(line + "\n" for line in lines)
-    ledger.ingest("-", reference, "--checkpoint-every", "10", stdin=stdin)
+    uninterrupted = ledger.spawn_ingest("-", reference, "--checkpoint-every", "10", stdin=stdin)
 
     result = killed_then_resumed(ledger, resumed, lines, stops=[25], every=10)
+    uninterrupted.result()
     assert result.returncode == 0, "re-run after kill failed: " + result.describe()
     assert_same_state(resumed, reference, model)
 
 
 @pytest.mark.genuine
+@pytest.mark.slow
 def test_repeated_kills_resume_to_uninterrupted_state(ledger, seed):
     """Killed twice (after 17, then 45 lines; checkpoints every 7), the final state is still exact."""
     gen = EventGen(seed, "ckpt-twice", n_accounts=7)
@@ -110,9 +113,11 @@ def test_repeated_kills_resume_to_uninterrupted_state(ledger, seed):
     model = Model()
     model.ingest(lines)
     reference, resumed = ledger.path("uninterrupted"), ledger.path("resumed")
-    ledger.ingest("-", reference, "--checkpoint-every", "7", stdin="".join(line + "\n" for line in lines))
+    uninterrupted = ledger.spawn_ingest("-", reference, "--checkpoint-every", "7",
+                                        stdin="".join(line + "\n" for line in lines))
 
     result = killed_then_resumed(ledger, resumed, lines, stops=[17, 45], every=7)
+    uninterrupted.result()
     assert result.returncode == 0, "re-run after kills failed: " + result.describe()
     assert_same_state(resumed, reference, model)
 
@@ -121,18 +126,18 @@ def test_repeated_kills_resume_to_uninterrupted_state(ledger, seed):
 def test_checkpoint_interval_and_source_do_not_change_result(ledger, seed):
     """File or stdin input, checkpoints every line, every 3 lines or by default: same counts and state."""
     gen = EventGen(seed, "ckpt-interval", n_accounts=6)
-    lines = spanning_input(gen, 40, head=15, copies=6)
+    lines = spanning_input(gen, 26, head=10, copies=5)
     model = Model()
     counts = model.ingest(lines)["counts"]
     src = write_lines(ledger.path("events.jsonl"), lines)
     stdin = src.read_text(encoding="utf-8")
-    runs = {
-        "default": ledger.ingest(src, ledger.path("default")),
-        "every-1-stdin": ledger.ingest("-", ledger.path("every-1-stdin"), "--checkpoint-every", "1", stdin=stdin),
-        "every-3": ledger.ingest(src, ledger.path("every-3"), "--checkpoint-every", "3"),
+    runs = {  # independent state directories: run side by side
+        "default": ledger.spawn_ingest(src, ledger.path("default")),
+        "every-1-stdin": ledger.spawn_ingest("-", ledger.path("every-1-stdin"), "--checkpoint-every", "1", stdin=stdin),
+        "every-3": ledger.spawn_ingest(src, ledger.path("every-3"), "--checkpoint-every", "3"),
     }
-    for name, result in runs.items():
-        assert_counts(result.stdout, counts)
+    for name, run in runs.items():
+        assert_counts(run.result().stdout, counts)
         assert_same_state(ledger.path(name), ledger.path("default"), model)
 
 
@@ -142,11 +147,12 @@ def test_checkpoint_file_is_valid_json(ledger, seed):
     gen = EventGen(seed, "ckpt-file", n_accounts=4)
     lines = to_lines(gen.stream(23))
     done, killed = ledger.path("done"), ledger.path("killed")
-    ledger.ingest(write_lines(ledger.path("events.jsonl"), lines), done, "--checkpoint-every", "5")
+    completed = ledger.spawn_ingest(write_lines(ledger.path("events.jsonl"), lines), done, "--checkpoint-every", "5")
     run = ledger.start("ingest", "-", "--state", killed, "--checkpoint-every", "5")
     run.feed("".join(line + "\n" for line in lines[:12]))
     run.wait_idle(killed)
     run.kill()
+    completed.result()
     for state in (done, killed):
         path = state / "checkpoint.json"
         assert path.is_file(), f"no checkpoint.json in the state directory ({state.name} run)"

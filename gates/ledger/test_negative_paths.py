@@ -192,6 +192,7 @@ def test_usage_errors_exit_2(ledger, seed):
     """A missing input file and an unknown command exit 2 with one line on stderr; the state stays as it was."""
     gen = EventGen(seed, "neg-usage", n_accounts=3)
     state = ledger.path("state")
+    unknown_run = ledger.spawn("frobnicate", "--state", ledger.path("other-state"))  # runs beside the ingest
     ledger.ingest(write_lines(ledger.path("events.jsonl"), to_lines(gen.stream(10))), state)
     before = (state / "balances.json").read_bytes()
 
@@ -202,7 +203,7 @@ def test_usage_errors_exit_2(ledger, seed):
     assert len(lines) == 1 and lines[0].strip(), f"stderr should be one line naming the problem: {result.stderr!r}"
     assert (state / "balances.json").read_bytes() == before, "a failed invocation changed balances.json"
 
-    unknown = ledger.run("frobnicate", "--state", state)
+    unknown = unknown_run.result()
     assert unknown.returncode == 2, "unknown command: " + unknown.describe()
     lines = unknown.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].strip(), f"unknown command: stderr should be one line: {unknown.stderr!r}"
