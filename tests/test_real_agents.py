@@ -112,6 +112,23 @@ def test_claude_code_forgetful_recovering_arms_reach_100_the_others_do_not(tmp_p
     assert m.episodes == ["e1", "e2", "e3", "e4"] and m.config.episodes is None
 
 
+def test_codex_forgetful_recovers_the_trapped_episode_with_feedback_retry_only(tmp_path):
+    """The Codex CLI, through the proxy, against the trap-falling simulation, for the first two
+    episodes (E2 holds the first trap): feedback-retry recovers, prompt-only does not."""
+    run_dir = run(tmp_path, "codex-forgetful", arms=("prompt-only", "feedback-retry"),
+                  agents=("codex",), models=("scripted/forgetful",), episodes=2)
+    t = tables(run_dir)
+    trials = t["trials"].set_index("arm")
+    assert (trials.episodes_done == 2).all()
+    assert trials.loc["feedback-retry", "final_score"] == 1.0
+    assert trials.loc["feedback-retry", "recovery_attempts"] > 0
+    assert trials.loc["prompt-only", "final_score"] < 1.0
+    attempts = t["attempts"]
+    assert set(attempts.outcome) == {"ok"}, attempts[attempts.outcome != "ok"].error.tolist()
+    assert set(attempts.reconciliation) == {"match"}, attempts.reconciliation_diff.tolist()
+    assert_usage_audited(run_dir, t)
+
+
 def test_codex_oracle_plays_one_episode_recorded_as_such(tmp_path):
     run_dir = run(tmp_path, "codex-one", arms=("prompt-only",), agents=("codex",),
                   models=("scripted/oracle",), episodes=1)
