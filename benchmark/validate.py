@@ -92,13 +92,14 @@ def validate(marathon: Marathon, *, image: str, seed: int = 0, jobs: int = 2,
         note(Finding(item=f"gate {gate.name} declares checks", ok=ok, detail=detail))
 
     with tempfile.TemporaryDirectory(prefix="marathon-validate-") as tmp:
-        jobs_list: list[tuple[str, Path, str, Callable[[list[CheckResult]], Finding]]] = []
+        # (snapshot, episode, judge); judge None: a repeat scoring of the final reference.
+        jobs_list: list[tuple[Path, str, Callable[[list[CheckResult]], Finding] | None]] = []
         for ep in marathon.episodes:
             def judge_ref(rs, ep=ep):
                 ok = all(r.outcome == Outcome.passed for r in rs)
                 return Finding(item=f"reference {ep.id} passes its active gates", ok=ok,
                                detail=_summary(rs) + _first_bad(rs))
-            jobs_list.append((f"reference {ep.id}", ep.reference, ep.id, judge_ref))
+            jobs_list.append((ep.reference, ep.id, judge_ref))
 
         def judge_starter(rs):
             gates = {r.gate for r in rs}
@@ -108,7 +109,7 @@ def validate(marathon: Marathon, *, image: str, seed: int = 0, jobs: int = 2,
             detail = _summary(rs) + (f"; gates passed by the starter: {', '.join(free)}" if free else "")
             detail += f"; {len(errors)} checks errored" if errors else ""
             return Finding(item="starter fails every gate", ok=ok, detail=detail)
-        jobs_list.append(("starter", marathon.starter, last, judge_starter))
+        jobs_list.append((marathon.starter, last, judge_starter))
 
         final_ref = marathon.episode(last).reference
         patches = sorted(marathon.mutants.glob("*/*.patch")) if marathon.mutants else []
@@ -130,31 +131,25 @@ def validate(marathon: Marathon, *, image: str, seed: int = 0, jobs: int = 2,
                                ok=bool(caught) and not errors,
                                detail=f"{len(caught)}/{len(mine)} checks of {gate} failed"
                                + (f"; {len(errors)} errored" if errors else ""))
-            jobs_list.append((f"mutant {gate}/{patch.stem}", snap, last, judge_mutant))
+            jobs_list.append((snap, last, judge_mutant))
 
-        repeats: list[list[CheckResult]] = []
-
-        def judge_repeat(rs):
-            repeats.append(rs)
-            return Finding(item="repeat scoring", ok=True)
-        for _ in range(2):
-            jobs_list.append(("repeat", final_ref, last, judge_repeat))
+        jobs_list += [(final_ref, last, None)] * 2
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [(judge, pool.submit(score, snap, marathon, ep_id, seed, image=image))
-                       for _, snap, ep_id, judge in jobs_list]
-            final_outcomes = None
-            for (label, _, ep_id, _), (judge, fut) in zip(jobs_list, futures):
-                rs = fut.result()
-                f = judge(rs)
-                if label == f"reference {last}":
-                    final_outcomes = rs
-                if label != "repeat":
-                    note(f)
+            futures = [pool.submit(score, snap, marathon, ep_id, seed, image=image)
+                       for snap, ep_id, _ in jobs_list]
+            results = []
+            for (_, _, judge), fut in zip(jobs_list, futures):
+                results.append(fut.result())
+                if judge is not None:
+                    note(judge(results[-1]))
+
+    # References come first, in episode order; the two repeats last.
+    final_outcomes, repeats = results[len(marathon.episodes) - 1], results[-2:]
 
     def key(rs: list[CheckResult]) -> list[tuple[str, str, str]]:
         return [(r.gate, r.check, r.outcome.value) for r in rs]
-    same = final_outcomes is not None and all(key(r) == key(final_outcomes) for r in repeats)
+    same = all(key(r) == key(final_outcomes) for r in repeats)
     note(Finding(item="scoring is deterministic (3 scorings of the final reference)", ok=same,
                  detail="identical outcomes" if same else "outcomes differ between scorings"))
     return findings

@@ -48,7 +48,7 @@ def check_controller(name: str, max_attempts: int) -> None:
     if name in PLANNED:
         raise MarathonError(f"controller {name!r} is not implemented yet (issue: {PLANNED[name]})")
     if name not in registry:
-        raise MarathonError(f"unknown controller {name!r} (known: {', '.join(sorted(registry))})")
+        raise MarathonError(f"unknown controller {name!r} (known: {', '.join(controller_names())})")
     if max_attempts > 1 and not registry[name].multi_attempt:
         raise MarathonError(f"max_attempts = {max_attempts}, but controller {name!r} makes one attempt")
 
