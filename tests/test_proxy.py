@@ -187,7 +187,9 @@ def test_upstream_529_is_passed_through_recorded_and_the_proxy_goes_on(proxy, up
     upstream.status_code = 429
     assert post(proxy, "/v1/responses", "tok-a", {"model": "gpt-5-codex"}, auth="bearer").status == 429
     upstream.mode = "stream"
-    assert post(proxy, "/v1/messages", "tok-a", {"model": "claude-sonnet-4-5", "stream": True}).status == 200
+    resp = post(proxy, "/v1/messages", "tok-a", {"model": "claude-sonnet-4-5", "stream": True})
+    assert resp.status == 200
+    resp.read()  # the call's usage is complete only once its stream has ended
     calls = proxy.calls("tok-a")
     assert [c.http_status for c in calls] == [529, 429, 200]
     assert calls[0].input_tokens == calls[0].output_tokens == 0 and calls[0].cost_usd == 0.0
