@@ -59,7 +59,7 @@ from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow,
                                TrialKeys, UsageRow)
 from benchmark.sandbox import (TRIAL_LABEL, Sandbox, SandboxLimits, extract_snapshot,
                                remove_run_resources)
-from benchmark.scorer import CheckResult, ScorerLimits, score, scorer_workers
+from benchmark.scorer import CheckResult, ScorerLimits, score, scorer_processes
 
 
 class Interrupted(Exception):
@@ -256,9 +256,9 @@ def resume_run(run_dir: Path, *, jobs: int | None = None, display: bool = True,
 def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: bool,
              console: Console) -> RunOutcome:
     started = time.monotonic()
-    # Concurrent trials share the cores: each scoring gets xdist workers only if cores remain.
+    # Concurrent trials share the cores between their scorings' pytest processes.
     plan = plan.model_copy(update={"scorer_limits": plan.scorer_limits.model_copy(
-        update={"workers": scorer_workers(jobs)})})
+        update={"processes": scorer_processes(jobs)})})
     store = RecordStore(run_dir)
     n_episodes = len(plan.marathon.episodes)
     planned = [(t, n_episodes) for t in plan.trials]

@@ -36,7 +36,7 @@ RECIPES = Path(__file__).parent / "images"
 #: Debian suite of the base image.
 DEBIAN_SUITE = "bookworm"
 #: Packages of the base image (besides debootstrap's minbase set).
-BASE_PACKAGES = ("python3", "python3-pytest", "python3-pytest-timeout", "python3-pytest-xdist", "git",
+BASE_PACKAGES = ("python3", "python3-pytest", "python3-pytest-timeout", "git",
                  "ca-certificates", "procps")
 #: Exact agent CLI versions from the npm registry; recorded in every run's manifest.
 CLAUDE_CODE_VERSION = "2.1.330"
@@ -201,7 +201,8 @@ def build_images(agent: bool = True, log: Log = print) -> ImageSet:
     """
     base = build_base(log)
     scorer = _build_dockerfile(
-        "marathon-scorer", "scorer.Dockerfile", {"pytest.ini": (RECIPES / "pytest.ini").read_bytes()},
+        "marathon-scorer", "scorer.Dockerfile",
+        {name: (RECIPES / name).read_bytes() for name in ("pytest.ini", "marathon_parallel.py", "marathon_claim.py")},
         base, log,
     )
     agent_tag = None

@@ -3,8 +3,9 @@
 :func:`score` returns one :class:`CheckResult` per check of every gate active after an episode.
 The checks run in a fresh container of the scorer image: network disabled, non-root, memory
 and process limits, the gates directory mounted read-only, the snapshot copied in, scratch
-space (``/tmp``) in memory. Nothing from
-the snapshot reaches the test runner:
+space (``/tmp``) in memory, the checks shared out between N pytest processes
+(``marathon_parallel``, installed in the image). Nothing from the snapshot reaches the test
+runner:
 
 - pytest runs as ``python3 -I`` (no ``PYTHON*`` variables, no user site, no current directory
   on ``sys.path``), so a ``sitecustomize``/``usercustomize`` or ``.pth`` file in the snapshot is
@@ -13,9 +14,9 @@ the snapshot reaches the test runner:
   conftest cut-off are the gates directory, and the snapshot lives outside it, so no
   ``conftest.py``, ``pytest.ini``, ``tox.ini``, ``setup.cfg`` or ``pyproject.toml`` of the
   snapshot is read;
-- outcomes come from the JUnit XML report, matched against the list of checks read from the
-  gate modules' source on the host; a check missing from the report, or a report missing
-  altogether, is ``error``, never ``passed``.
+- outcomes come from the JUnit XML reports (one per pytest process), matched against the list
+  of checks read from the gate modules' source on the host; a check missing from every report,
+  or no report at all, is ``error``, never ``passed``.
 
 The product under test runs as a subprocess of the checks (``python3 -m <package>`` in a copy
 of the snapshot). It is trusted not to attack the runner process itself (same uid); the threat
@@ -49,7 +50,8 @@ Tag = Literal["genuine", "contract"]
 SNAPSHOT_DIR = "/snapshot"
 #: Mount point of the gates directory inside the scorer container.
 GATES_DIR = "/gates"
-REPORT_PATH = "/report/junit.xml"
+#: Directory of the JUnit XML reports (one per pytest process) inside the scorer container.
+REPORT_DIR = "/report"
 
 
 class Outcome(str, Enum):
@@ -94,10 +96,11 @@ class ScorerLimits(BaseModel):
     total_timeout_s: float = 300.0
     """Limit for the whole scoring in seconds; past it the container is killed and every check
     without a verdict is ``error``."""
-    workers: int = Field(default=2, ge=0)
-    """pytest-xdist worker processes running checks in parallel (0: run them in the runner
-    process). Checks are independent (own temp directories and inputs), so outcomes do not
-    depend on it; 2 halves the wall time of the ledger gates on a 2-core machine."""
+    processes: int = Field(default=2, ge=1)
+    """pytest processes running the checks side by side (``marathon_parallel`` in the scorer
+    image: each takes the next check nobody has claimed). Checks are independent (own temp
+    directories and inputs), so outcomes do not depend on it; 2 nearly halves the wall time of
+    the ledger gates on a 2-core machine."""
     mem_limit: str = "1g"
     """Container memory limit (Docker syntax); the ``/tmp`` tmpfs counts against it."""
     tmp_size: str = "512m"
@@ -135,15 +138,13 @@ def _module_checks(path: Path, gate: str, mtime_ns: int) -> tuple[CheckSpec, ...
     return tuple(out)
 
 
-def scorer_workers(concurrent_scorings: int, cores: int | None = None) -> int:
-    """pytest-xdist workers per scoring when ``concurrent_scorings`` run at once.
+def scorer_processes(concurrent_scorings: int, cores: int | None = None) -> int:
+    """pytest processes per scoring when ``concurrent_scorings`` run at once.
 
-    Returns ``cores // concurrent_scorings``, or 0 (checks in the runner process) when that is
-    below 2: more processes than cores only add start-up time. ``cores`` defaults to
-    ``os.cpu_count()``. Outcomes never depend on it.
+    Returns ``cores // concurrent_scorings``, at least 1: more processes than cores only add
+    start-up time. ``cores`` defaults to ``os.cpu_count()``. Outcomes never depend on it.
     """
-    workers = (cores or os.cpu_count() or 1) // max(1, concurrent_scorings)
-    return workers if workers >= 2 else 0
+    return max(1, (cores or os.cpu_count() or 1) // max(1, concurrent_scorings))
 
 
 def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:
@@ -180,15 +181,19 @@ def _tar_dir(src: Path, arcname: str) -> bytes:
     return buf.getvalue()
 
 
-def _read_report(container) -> bytes | None:
+def _read_reports(container) -> list[bytes]:
+    """The JUnit XML reports the pytest processes wrote (``junit-K.xml``), empty if none."""
     try:
-        stream, _ = container.get_archive(REPORT_PATH)
+        stream, _ = container.get_archive(REPORT_DIR)
     except docker.errors.NotFound:
-        return None
+        return []
+    reports = []
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.getmembers()[0]
-        f = tar.extractfile(member)
-        return f.read() if f else None
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if member.isfile() and name.startswith("junit-") and name.endswith(".xml"):
+                reports.append(tar.extractfile(member).read())
+    return reports
 
 
 def _first_lines(text: str, limit: int = 500) -> str:
@@ -196,16 +201,22 @@ def _first_lines(text: str, limit: int = 500) -> str:
     return text[:limit]
 
 
-def parse_junit(xml: bytes, checks: list[CheckSpec],
+def parse_junit(reports: list[bytes], checks: list[CheckSpec],
                 missing: str = "check not reported by the runner") -> list[CheckResult]:
-    """Match a JUnit XML report (pytest, xunit1) to the declared checks.
+    """Match JUnit XML reports (pytest, xunit1; one per pytest process) to the declared checks.
 
-    A declared check absent from the report is ``error`` with message ``missing``; a skipped
-    check is ``error`` too (gates never skip).
+    A declared check absent from every report is ``error`` with message ``missing``; a skipped
+    check is ``error`` too (gates never skip). A report that is not well-formed XML (its process
+    was killed while writing it) is ignored, so its checks are missing.
     """
-    root = ET.fromstring(xml)
+    cases = []
+    for xml in reports:
+        try:
+            cases.extend(ET.fromstring(xml).iter("testcase"))
+        except ET.ParseError:
+            continue
     seen: dict[tuple[str, str], CheckResult] = {}
-    for case in root.iter("testcase"):
+    for case in cases:
         gate = case.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_")
         name = case.get("name", "")
         duration = float(case.get("time") or 0.0)
@@ -266,11 +277,10 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
     gates = marathon.active_gates(through_episode)
     checks = list_checks(marathon, gates)
     command = [
-        "python3", "-I", "-m", "pytest", "-c", "/opt/marathon/pytest.ini",
+        "python3", "-I", "-m", "marathon_parallel", str(limits.processes), REPORT_DIR, "--",
+        "-c", "/opt/marathon/pytest.ini",
         f"--rootdir={GATES_DIR}", f"--confcutdir={GATES_DIR}", "-p", "no:cacheprovider",
-        "-q", "--no-header", "-rN", f"--junitxml={REPORT_PATH}",
-        f"--timeout={limits.check_timeout_s:g}",
-        *(["-n", str(limits.workers)] if limits.workers else []),
+        "-q", "--no-header", "-rN", f"--timeout={limits.check_timeout_s:g}",
         *(f"{GATES_DIR}/{g.filename}" for g in gates),
     ]
     docker_client = client()
@@ -291,14 +301,12 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         except Exception:  # requests' ReadTimeout / ConnectionError: the scoring ran over
             container.kill()
             crashed = f"scoring timed out after {limits.total_timeout_s:g} s"
-        report = _read_report(container)
-        if report is None:
+        reports = _read_reports(container)
+        if not reports:
             tail = container.logs(tail=5).decode(errors="replace")
             reason = crashed or f"scorer produced no report: {_first_lines(tail) or 'no output'}"
             return [CheckResult(**c.model_dump(), outcome=Outcome.error, message=reason,
                                 duration_s=0.0) for c in checks]
-        if crashed:
-            return parse_junit(report, checks, missing=crashed)
-        return parse_junit(report, checks)
+        return parse_junit(reports, checks, missing=crashed or "check not reported by the runner")
     finally:
         container.remove(force=True)

@@ -54,10 +54,11 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(session, config, items):
     """Run ``slow`` checks first (stable order otherwise).
 
-    With pytest-xdist, the checks left at the end decide how long one worker
-    idles while the other finishes; starting the long ones first leaves only
-    short ones for the end. The order is the same in every worker, and no
-    check depends on another, so outcomes do not change.
+    When the scorer shares the checks between several pytest processes, the
+    checks left at the end decide how long one process idles while another
+    finishes; starting the long ones first leaves only short ones for the end.
+    The order is the same in every process, and no check depends on another,
+    so outcomes do not change.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
