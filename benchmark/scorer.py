@@ -48,6 +48,8 @@ Tag = Literal["genuine", "contract"]
 
 #: Directory of the snapshot inside the scorer container.
 SNAPSHOT_DIR = "/snapshot"
+#: Put into the scorer container once the snapshot is complete; no check runs before it exists.
+READY_PATH = "/snapshot.ready"
 #: Mount point of the gates directory inside the scorer container.
 GATES_DIR = "/gates"
 #: Directory of the JUnit XML reports (one per pytest process) inside the scorer container.
@@ -181,6 +183,14 @@ def _tar_dir(src: Path, arcname: str) -> bytes:
     return buf.getvalue()
 
 
+def _ready_marker() -> bytes:
+    """A tar holding the empty file :data:`READY_PATH`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo(READY_PATH.lstrip("/")), io.BytesIO(b""))
+    return buf.getvalue()
+
+
 def _read_reports(container) -> list[bytes]:
     """The JUnit XML reports the pytest processes wrote (``junit-K.xml``), empty if none."""
     try:
@@ -280,7 +290,7 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         "python3", "-I", "-m", "marathon_parallel", str(limits.processes), REPORT_DIR, "--",
         "-c", "/opt/marathon/pytest.ini",
         f"--rootdir={GATES_DIR}", f"--confcutdir={GATES_DIR}", "-p", "no:cacheprovider",
-        "-q", "--no-header", "-rN", f"--timeout={limits.check_timeout_s:g}",
+        "-q", "--no-header", "-rN", f"--timeout={limits.check_timeout_s:g}", f"--wait-for={READY_PATH}",
         *(f"{GATES_DIR}/{g.filename}" for g in gates),
     ]
     docker_client = client()
@@ -293,8 +303,11 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         labels={LABEL: "scorer", **(labels or {})}, detach=True,
     )
     try:
-        container.put_archive("/", _tar_dir(snapshot, SNAPSHOT_DIR.lstrip("/")))
+        # pytest starts (imports, collection) while the snapshot is copied in; the checks wait
+        # for READY_PATH, put there once the copy is complete.
         container.start()
+        container.put_archive("/", _tar_dir(snapshot, SNAPSHOT_DIR.lstrip("/")))
+        container.put_archive("/", _ready_marker())
         try:
             container.wait(timeout=limits.total_timeout_s)
             crashed = None
