@@ -258,7 +258,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
     started = time.monotonic()
     # Concurrent trials share the cores between their scorings' pytest processes.
     plan = plan.model_copy(update={"scorer_limits": plan.scorer_limits.model_copy(
-        update={"processes": scorer_processes(jobs)})})
+        update={"processes": scorer_processes(jobs, plan.scorer_limits)})})
     store = RecordStore(run_dir)
     n_episodes = len(plan.marathon.episodes)
     planned = [(t, n_episodes) for t in plan.trials]

@@ -140,13 +140,15 @@ def _module_checks(path: Path, gate: str, mtime_ns: int) -> tuple[CheckSpec, ...
     return tuple(out)
 
 
-def scorer_processes(concurrent_scorings: int, cores: int | None = None) -> int:
+def scorer_processes(concurrent_scorings: int, limits: ScorerLimits, cores: int | None = None) -> int:
     """pytest processes per scoring when ``concurrent_scorings`` run at once.
 
-    Returns ``cores // concurrent_scorings``, at least 1: more processes than cores only add
-    start-up time. ``cores`` defaults to ``os.cpu_count()``. Outcomes never depend on it.
+    Returns ``cores // concurrent_scorings``, capped at the CPUs one scoring container may use
+    (``limits.nano_cpus``), at least 1: more processes than CPUs only add start-up time.
+    ``cores`` defaults to ``os.cpu_count()``. Outcomes never depend on it.
     """
-    return max(1, (cores or os.cpu_count() or 1) // max(1, concurrent_scorings))
+    share = (cores or os.cpu_count() or 1) // max(1, concurrent_scorings)
+    return max(1, min(share, limits.nano_cpus // 1_000_000_000))
 
 
 def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:

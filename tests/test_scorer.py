@@ -180,7 +180,9 @@ def test_list_checks_is_safe_from_concurrent_trials():
 def test_scorer_processes_share_the_cores_between_concurrent_scorings():
     from benchmark.scorer import scorer_processes
 
-    assert scorer_processes(1, cores=2) == 2
-    assert scorer_processes(2, cores=2) == 1  # two trials on two cores: one process each
-    assert scorer_processes(2, cores=8) == 4
-    assert scorer_processes(3, cores=4) == 1
+    two_cpus, eight_cpus = ScorerLimits(), ScorerLimits(nano_cpus=8_000_000_000)
+    assert scorer_processes(1, two_cpus, cores=2) == 2
+    assert scorer_processes(2, two_cpus, cores=2) == 1  # two trials on two cores: one process each
+    assert scorer_processes(3, two_cpus, cores=4) == 1
+    assert scorer_processes(2, eight_cpus, cores=8) == 4
+    assert scorer_processes(1, two_cpus, cores=16) == 2  # capped at the container's CPUs
