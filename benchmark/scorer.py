@@ -30,13 +30,13 @@ import functools
 import io
 import os
 import tarfile
+import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from enum import Enum
 from pathlib import Path
 from typing import Literal
 
-import docker.errors
 from pydantic import BaseModel, Field
 
 from benchmark.docker_env import LABEL, client
@@ -167,8 +167,12 @@ def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:
     return out
 
 
-def _tar_dir(src: Path, arcname: str) -> bytes:
-    """A tar of ``src`` under ``arcname``, owned by root, world-readable, without ``.git``."""
+def _snapshot_tar(src: Path) -> bytes:
+    """A tar of ``src`` as :data:`SNAPSHOT_DIR` (without ``.git`` and ``__pycache__``, owned by
+    root, world-readable), ending with the empty file :data:`READY_PATH`.
+
+    Docker extracts the members in order, so READY_PATH exists only once the whole snapshot does.
+    """
     buf = io.BytesIO()
 
     def scrub(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -181,31 +185,14 @@ def _tar_dir(src: Path, arcname: str) -> bytes:
         return info
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(str(src), arcname=arcname, filter=scrub)
-    return buf.getvalue()
-
-
-def _ready_marker() -> bytes:
-    """A tar holding the empty file :data:`READY_PATH`."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(src), arcname=SNAPSHOT_DIR.lstrip("/"), filter=scrub)
         tar.addfile(tarfile.TarInfo(READY_PATH.lstrip("/")), io.BytesIO(b""))
     return buf.getvalue()
 
 
-def _read_reports(container) -> list[bytes]:
+def _read_reports(report_dir: Path) -> list[bytes]:
     """The JUnit XML reports the pytest processes wrote (``junit-K.xml``), empty if none."""
-    try:
-        stream, _ = container.get_archive(REPORT_DIR)
-    except docker.errors.NotFound:
-        return []
-    reports = []
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        for member in tar.getmembers():
-            name = Path(member.name).name
-            if member.isfile() and name.startswith("junit-") and name.endswith(".xml"):
-                reports.append(tar.extractfile(member).read())
-    return reports
+    return [path.read_bytes() for path in sorted(report_dir.glob("junit-*.xml")) if path.is_file()]
 
 
 def _first_lines(text: str, limit: int = 500) -> str:
@@ -296,32 +283,39 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         *(f"{GATES_DIR}/{g.filename}" for g in gates),
     ]
     docker_client = client()
-    container = docker_client.containers.create(
-        image, command, user="1000:1000", network_disabled=True, working_dir="/report",
-        environment={"MARATHON_SEED": str(seed), "MARATHON_SNAPSHOT": SNAPSHOT_DIR},
-        volumes={str(marathon.gates): {"bind": GATES_DIR, "mode": "ro"}},
-        tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={limits.tmp_size},mode=1777"},
-        mem_limit=limits.mem_limit, pids_limit=limits.pids_limit, nano_cpus=limits.nano_cpus,
-        labels={LABEL: "scorer", **(labels or {})}, detach=True,
-    )
-    try:
-        # pytest starts (imports, collection) while the snapshot is copied in; the checks wait
-        # for READY_PATH, put there once the copy is complete.
-        container.start()
-        container.put_archive("/", _tar_dir(snapshot, SNAPSHOT_DIR.lstrip("/")))
-        container.put_archive("/", _ready_marker())
+    # The reports come back through a bind-mounted host directory (reading them with
+    # get_archive cost ~0.1 s); it is world-writable for the container's uid, inside a private
+    # (0700) directory no other host user can enter.
+    with tempfile.TemporaryDirectory(prefix="marathon-score-", ignore_cleanup_errors=True) as private:
+        report_dir = Path(private) / "report"
+        report_dir.mkdir()
+        report_dir.chmod(0o777)
+        container = docker_client.containers.create(
+            image, command, user="1000:1000", network_disabled=True, working_dir=REPORT_DIR,
+            environment={"MARATHON_SEED": str(seed), "MARATHON_SNAPSHOT": SNAPSHOT_DIR},
+            volumes={str(marathon.gates): {"bind": GATES_DIR, "mode": "ro"},
+                     str(report_dir): {"bind": REPORT_DIR, "mode": "rw"}},
+            tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={limits.tmp_size},mode=1777"},
+            mem_limit=limits.mem_limit, pids_limit=limits.pids_limit, nano_cpus=limits.nano_cpus,
+            labels={LABEL: "scorer", **(labels or {})}, detach=True,
+        )
         try:
-            container.wait(timeout=limits.total_timeout_s)
-            crashed = None
-        except Exception:  # requests' ReadTimeout / ConnectionError: the scoring ran over
-            container.kill()
-            crashed = f"scoring timed out after {limits.total_timeout_s:g} s"
-        reports = _read_reports(container)
-        if not reports:
-            tail = container.logs(tail=5).decode(errors="replace")
-            reason = crashed or f"scorer produced no report: {_first_lines(tail) or 'no output'}"
-            return [CheckResult(**c.model_dump(), outcome=Outcome.error, message=reason,
-                                duration_s=0.0) for c in checks]
-        return parse_junit(reports, checks, missing=crashed or "check not reported by the runner")
-    finally:
-        container.remove(force=True)
+            # pytest starts (imports, collection) while the snapshot is copied in; the checks
+            # wait for READY_PATH, the last member of the archive.
+            container.start()
+            container.put_archive("/", _snapshot_tar(snapshot))
+            try:
+                container.wait(timeout=limits.total_timeout_s)
+                crashed = None
+            except Exception:  # requests' ReadTimeout / ConnectionError: the scoring ran over
+                container.kill()
+                crashed = f"scoring timed out after {limits.total_timeout_s:g} s"
+            reports = _read_reports(report_dir)
+            if not reports:
+                tail = container.logs(tail=5).decode(errors="replace")
+                reason = crashed or f"scorer produced no report: {_first_lines(tail) or 'no output'}"
+                return [CheckResult(**c.model_dump(), outcome=Outcome.error, message=reason,
+                                    duration_s=0.0) for c in checks]
+            return parse_junit(reports, checks, missing=crashed or "check not reported by the runner")
+        finally:
+            container.remove(force=True)
