@@ -41,6 +41,14 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(_times(fn, repeats))
 
 
+def _cpu_loop() -> None:
+    """A fixed pure-Python loop: its time shows how fast this machine is at the moment (shared
+    2-core machines vary by 30% or more from one minute to the next)."""
+    total = 0
+    for i in range(5_000_000):
+        total += i
+
+
 def _host_run(m, snapshot: Path, gates, processes: int) -> None:
     """The scorer's pytest run, directly on the host: the same N processes sharing the checks
     (``marathon_claim``), no container. The product's ``python3`` is this interpreter (a
@@ -79,12 +87,14 @@ def main() -> int:
     host = _median_time(lambda: _host_run(m, ref, gates, processes=ScorerLimits().processes),
                         args.repeats)
 
+    loop = _median_time(_cpu_loop, 3)
     print(f"marathon {m.name}: {len(gates)} gates, {len(results)} checks, {n_pass} passed on the reference")
     print(f"score() median over {args.repeats}: {scored:.2f} s (target < {TARGET_S:.0f} s; "
           f"min {min(score_times):.2f} s, max {max(score_times):.2f} s)")
     print(f"  bare docker run --rm IMAGE true: {bare:.2f} s")
     print(f"  same pytest run on the host:     {host:.2f} s ({ScorerLimits().processes} processes)")
     print(f"  baseline sum:                    {bare + host:.2f} s; scorer overhead {scored - bare - host:+.2f} s")
+    print(f"  machine speed now: a fixed Python loop took {loop:.2f} s (compare runs only at similar values)")
     print("PASS" if scored < TARGET_S else "OVER TARGET")
     return 0
 
