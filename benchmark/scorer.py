@@ -190,9 +190,23 @@ def _snapshot_tar(src: Path) -> bytes:
     return buf.getvalue()
 
 
+#: A JUnit report larger than this (bytes) is not read: its checks count as unreported.
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+
+
 def _read_reports(report_dir: Path) -> list[bytes]:
-    """The JUnit XML reports the pytest processes wrote (``junit-K.xml``), empty if none."""
-    return [path.read_bytes() for path in sorted(report_dir.glob("junit-*.xml")) if path.is_file()]
+    """The JUnit XML reports the pytest processes wrote (``junit-K.xml``), empty if none.
+
+    Read on the host from the bind-mounted directory, after the container has stopped. Only
+    regular files are read: a symbolic link made in the container would otherwise be followed
+    on the host. A file over :data:`MAX_REPORT_BYTES` is skipped.
+    """
+    reports = []
+    for path in sorted(report_dir.glob("junit-*.xml")):
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
+            continue
+        reports.append(path.read_bytes())
+    return reports
 
 
 def _first_lines(text: str, limit: int = 500) -> str:

@@ -186,3 +186,13 @@ def test_scorer_processes_share_the_cores_between_concurrent_scorings():
     assert scorer_processes(3, two_cpus, cores=4) == 1
     assert scorer_processes(2, eight_cpus, cores=8) == 4
     assert scorer_processes(1, two_cpus, cores=16) == 2  # capped at the container's CPUs
+
+
+def test_reports_are_read_only_from_regular_files(tmp_path):
+    from benchmark.scorer import _read_reports
+
+    (tmp_path / "junit-0.xml").write_bytes(b"<testsuites/>")
+    secret = tmp_path.parent / f"{tmp_path.name}-host-file.xml"
+    secret.write_bytes(b"<testsuites><testsuite><testcase classname='test_g' name='test_a'/></testsuite></testsuites>")
+    (tmp_path / "junit-1.xml").symlink_to(secret)  # what a product could leave in /report
+    assert _read_reports(tmp_path) == [b"<testsuites/>"]
