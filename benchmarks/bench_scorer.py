@@ -50,18 +50,17 @@ def _cpu_loop() -> None:
 
 
 def _host_run(m, snapshot: Path, gates, processes: int) -> None:
-    """The scorer's pytest run, directly on the host: the same N processes sharing the checks
-    (``marathon_claim``), no container. The product's ``python3`` is this interpreter (a
-    version-manager shim on PATH would add its own start-up time to every product run)."""
+    """The scorer's pytest run, directly on the host: the same launcher and N processes sharing
+    the checks (``marathon_parallel``), no container. The product's ``python3`` is this
+    interpreter (a version-manager shim on PATH would add its own start-up time to every product
+    run)."""
     env = {**os.environ, "MARATHON_SNAPSHOT": str(snapshot), "MARATHON_SEED": "0",
            "PYTHONPATH": str(RECIPES), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    with tempfile.TemporaryDirectory() as claims:
-        running = [subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={m.gates}",
-             "-p", "marathon_claim", f"--claim-dir={claims}", *(str(m.gates / g.filename) for g in gates)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(processes)]
-        for process in running:
-            process.wait()
+    with tempfile.TemporaryDirectory() as reports:
+        subprocess.run(
+            [sys.executable, "-m", "marathon_parallel", str(processes), reports, "--", "-q",
+             "-p", "no:cacheprovider", f"--rootdir={m.gates}", *(str(m.gates / g.filename) for g in gates)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 def main() -> int:

@@ -1,7 +1,8 @@
-"""The scorer's pytest plugin ``marathon_claim``: N processes share one session's checks.
+"""The scorer's launcher ``marathon_parallel`` and plugin ``marathon_claim``: N pytest
+processes share one session's checks.
 
-Runs real pytest processes on the host with the plugin from ``benchmark/images`` (the scorer
-image installs the same file); the checks log which process ran them.
+Runs them on the host from ``benchmark/images`` (the scorer image installs the same files);
+the checks log which process ran them.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ CHECKS = textwrap.dedent("""
 """)
 
 
-def _start(tmp_path: Path, claims: Path, k: int, *extra: str) -> subprocess.Popen:
+def _start(tmp_path: Path, processes: int, *extra: str) -> subprocess.Popen:
+    """The scorer's launcher, ``marathon_parallel``, on the host: N pytest processes sharing the checks."""
     env = {**os.environ, "PYTHONPATH": str(RECIPES), "RUN_LOG": str(tmp_path / "run.log")}
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "marathon_claim",
-         f"--claim-dir={claims}", f"--junitxml={tmp_path / f'junit-{k}.xml'}", f"--rootdir={tmp_path}",
-         *extra, str(tmp_path / "test_logged.py")],
+        [sys.executable, "-m", "marathon_parallel", str(processes), str(tmp_path), "--", "-q",
+         "-p", "no:cacheprovider", f"--rootdir={tmp_path}", *extra, str(tmp_path / "test_logged.py")],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 
@@ -45,10 +46,7 @@ def _log(tmp_path: Path) -> list[tuple[int, int, float]]:
 
 def test_each_check_runs_once_in_one_of_the_processes(tmp_path):
     (tmp_path / "test_logged.py").write_text(CHECKS)
-    claims = tmp_path / "claims"
-    claims.mkdir()
-    processes = [_start(tmp_path, claims, k) for k in range(3)]
-    assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
+    assert _start(tmp_path, 3).wait(timeout=120) == 0
 
     runs = _log(tmp_path)
     assert sorted(n for n, _, _ in runs) == list(range(12))  # every check once, none twice
@@ -59,14 +57,13 @@ def test_each_check_runs_once_in_one_of_the_processes(tmp_path):
 
 def test_no_check_runs_before_the_wait_for_file_exists(tmp_path):
     (tmp_path / "test_logged.py").write_text(CHECKS)
-    claims, ready = tmp_path / "claims", tmp_path / "ready"
-    claims.mkdir()
-    processes = [_start(tmp_path, claims, k, f"--wait-for={ready}") for k in range(2)]
+    ready = tmp_path / "ready"
+    launcher = _start(tmp_path, 2, f"--wait-for={ready}")
     time.sleep(1.5)  # pytest starts and collects meanwhile
     assert not (tmp_path / "run.log").exists()
     created = time.time()
     ready.touch()
-    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+    assert launcher.wait(timeout=120) == 0
     runs = _log(tmp_path)
     assert sorted(n for n, _, _ in runs) == list(range(12))
     assert min(t for _, _, t in runs) >= created

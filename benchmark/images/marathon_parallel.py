@@ -4,8 +4,8 @@ Installed in the scorer image beside its pytest plugin, ``marathon_claim``. Usag
 
     python3 -I -m marathon_parallel N REPORT_DIR -- PYTEST_ARGS...
 
-starts N ``python3 -I -m pytest -p marathon_claim --claim-dir DIR`` processes with the same
-arguments, each writing ``REPORT_DIR/junit-K.xml``, waits for all of them and exits with the
+starts N ``python3 -I -m pytest -p marathon_claim --claim-dir DIR`` processes (``-I`` only if
+the launcher itself runs with it) with the same arguments, each writing ``REPORT_DIR/junit-K.xml``, waits for all of them and exits with the
 highest exit status (128 + S for a process killed by signal S). Each process runs the checks
 it is first to claim (see ``marathon_claim``), so every check runs once, in one process, and
 appears in one report. Standard library only: the launcher starts without importing pytest.
@@ -30,14 +30,15 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -I -m marathon_parallel N REPORT_DIR -- PYTEST_ARGS...", file=sys.stderr)
         return 2
     processes, report_dir, pytest_args = int(argv[0]), Path(argv[1]), argv[3:]
-    claims = tempfile.mkdtemp(prefix="marathon-claims-")
-    running = [
-        subprocess.Popen([sys.executable, "-I", "-m", "pytest", "-p", "marathon_claim",
-                          f"--claim-dir={claims}", f"--junitxml={report_dir / f'junit-{k}.xml'}",
-                          *pytest_args])
-        for k in range(processes)
-    ]
-    codes = [process.wait() for process in running]
+    isolated = ["-I"] if sys.flags.isolated else []  # the scorer runs us with -I: so do the children
+    with tempfile.TemporaryDirectory(prefix="marathon-claims-") as claims:
+        running = [
+            subprocess.Popen([sys.executable, *isolated, "-m", "pytest", "-p", "marathon_claim",
+                              f"--claim-dir={claims}", f"--junitxml={report_dir / f'junit-{k}.xml'}",
+                              *pytest_args])
+            for k in range(processes)
+        ]
+        codes = [process.wait() for process in running]
     return max(code if code >= 0 else 128 - code for code in codes)  # killed by signal S: 128+S
 
 
