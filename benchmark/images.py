@@ -3,7 +3,8 @@
 - ``marathon-base``: a minimal Debian bookworm root file system made by ``debootstrap`` from the
   host's configured Debian mirror and imported (no container registry is needed), with python3,
   pytest, pytest-timeout and git.
-- ``marathon-scorer``: the base plus a non-root ``scorer`` user and the scorer's pytest config.
+- ``marathon-scorer``: the base plus the scorer's pytest config and launcher, and ``/scorer``
+  (mode 0700: the product uid cannot enter it), where the gates and reports are mounted.
 - ``marathon-agent``: the base plus Node and exact versions of the Claude Code and Codex CLIs
   from the npm registry, a non-root ``agent`` user and ``/workspace``.
 
@@ -202,7 +203,8 @@ def build_images(agent: bool = True, log: Log = print) -> ImageSet:
     base = build_base(log)
     scorer = _build_dockerfile(
         "marathon-scorer", "scorer.Dockerfile",
-        {name: (RECIPES / name).read_bytes() for name in ("pytest.ini", "marathon_parallel.py", "marathon_claim.py")},
+        {name: (RECIPES / name).read_bytes() for name in ("pytest.ini", "marathon_parallel.py", "marathon_claim.py",
+                                                         "marathon_product.py")},
         base, log,
     )
     agent_tag = None

@@ -1,11 +1,18 @@
 """The scorer: run a marathon's active gates against a workspace snapshot, in a sealed container.
 
-:func:`score` returns one :class:`CheckResult` per check of every gate active after an episode.
-The checks run in a fresh container of the scorer image: network disabled, non-root, memory
-and process limits, the gates directory mounted read-only, the snapshot copied in, scratch
-space (``/tmp``) in memory, the checks shared out between N pytest processes
-(``marathon_parallel``, installed in the image). Nothing from the snapshot reaches the test
-runner:
+:func:`score` returns one :class:`CheckResult` per check of every gate active after an episode;
+:func:`score_snapshot` scores again while some check has no verdict and raises
+:class:`ScoringFailure` when one still lacks it (the harness's rule: an ``error`` is never a
+verdict). The checks run in a fresh container of the scorer image: network disabled, read-only
+root file system, scratch space (``/tmp``) a sized tmpfs, memory, CPU and process limits, the
+checks shared out between N pytest processes (``marathon_parallel``, installed in the image).
+
+Two uids: the runner (pytest) is uid 0 with only the capabilities it needs to manage the product
+(:data:`RUNNER_CAPABILITIES`) and ``no-new-privileges``; it runs every product process as an
+unprivileged uid (``marathon_product``, 2000 + the pytest process's index), with no capability.
+The gates and the report directory are mounted inside ``/scorer`` (mode 0700), which the product
+cannot enter; it cannot signal, trace or read the runner's ``/proc`` entries (the seed is in the
+runner's environment) either. Nothing from the snapshot reaches the test runner:
 
 - pytest runs as ``python3 -I`` (no ``PYTHON*`` variables, no user site, no current directory
   on ``sys.path``), so a ``sitecustomize``/``usercustomize`` or ``.pth`` file in the snapshot is
@@ -14,22 +21,22 @@ runner:
   conftest cut-off are the gates directory, and the snapshot lives outside it, so no
   ``conftest.py``, ``pytest.ini``, ``tox.ini``, ``setup.cfg`` or ``pyproject.toml`` of the
   snapshot is read;
-- outcomes come from the JUnit XML reports (one per pytest process), matched against the list
-  of checks read from the gate modules' source on the host; a check missing from every report,
-  or no report at all, is ``error``, never ``passed``.
+- outcomes come from the JUnit XML reports (exactly ``junit-K.xml`` for each pytest process K),
+  matched against the list of checks read from the gate modules' source on the host: a check
+  missing from every report, reported twice, or reported in a malformed report, and every check
+  when the report directory holds anything unexpected, is ``error``, never ``passed``; so is a
+  check the runner marked as without a verdict (JUnit property ``marathon_no_verdict``: a
+  product run the host starved of CPU, a check past its time limit).
 
-The product under test runs as a subprocess of the checks (``python3 -m <package>`` in a copy
-of the snapshot). It is trusted not to attack the runner process itself (same uid); the threat
-model is documented in ``docs/scorer.md``.
+The threat model is documented in ``docs/scorer.md``.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
-import io
 import os
-import tarfile
+import shutil
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
@@ -46,14 +53,22 @@ from benchmark.marathon import GateSpec, Marathon
 #: Tags a check may carry (a pytest marker on the check function).
 Tag = Literal["genuine", "contract"]
 
-#: Directory of the snapshot inside the scorer container.
+#: Directory of the snapshot inside the scorer container (read-only; the product may read it).
 SNAPSHOT_DIR = "/snapshot"
-#: Put into the scorer container once the snapshot is complete; no check runs before it exists.
-READY_PATH = "/snapshot.ready"
-#: Mount point of the gates directory inside the scorer container.
-GATES_DIR = "/gates"
+#: Mount point of the gates directory inside the scorer container (the product cannot enter
+#: ``/scorer``).
+GATES_DIR = "/scorer/gates"
 #: Directory of the JUnit XML reports (one per pytest process) inside the scorer container.
-REPORT_DIR = "/report"
+REPORT_DIR = "/scorer/report"
+#: pytest process K runs the product as uid and gid ``PRODUCT_UID_BASE + K``.
+PRODUCT_UID_BASE = 2000
+#: The runner's capabilities (it runs as uid 0; every other capability is dropped):
+#: SETUID/SETGID to start product processes as the product uid, KILL to kill them, DAC_OVERRIDE
+#: and FOWNER to read, write and remove the product's files whatever modes it set, SYS_PTRACE
+#: to read ``/proc/PID/syscall`` of a product process (is it blocked reading its stdin?).
+RUNNER_CAPABILITIES = ("SETUID", "SETGID", "KILL", "DAC_OVERRIDE", "FOWNER", "SYS_PTRACE")
+#: JUnit property the runner (``marathon_claim``) sets on a check without a verdict.
+NO_VERDICT_PROPERTY = "marathon_no_verdict"
 
 
 class Outcome(str, Enum):
@@ -64,7 +79,9 @@ class Outcome(str, Enum):
     failed = "failed"
     """The check ran and an assertion failed: the product does not meet the gate."""
     error = "error"
-    """The check could not give a verdict: scorer crash, timeout, missing report or check."""
+    """No verdict: the scorer crashed or timed out, the host starved a product run, the check is
+    missing from the reports or they are malformed. Never counted as red (see
+    :func:`score_snapshot`)."""
 
 
 class CheckSpec(BaseModel):
@@ -109,7 +126,10 @@ class ScorerLimits(BaseModel):
     """Size of the tmpfs mounted at ``/tmp`` (Docker syntax), where the checks keep their copies
     of the snapshot and the product's state directories. In memory rather than in the
     container's overlay layer: the checks create thousands of small files, which on the overlay
-    made scoring about 0.5 s slower and far more variable, and the container slow to remove."""
+    made scoring about 0.5 s slower and far more variable, and the container slow to remove.
+    The root file system is read-only, so this and ``/dev/shm`` are all a product can fill."""
+    shm_size: str = "64m"
+    """Size of ``/dev/shm`` (Docker syntax), the other place a product can write to."""
     pids_limit: int = 256
     """Maximum number of processes in the container."""
     nano_cpus: int = 2_000_000_000
@@ -167,46 +187,71 @@ def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:
     return out
 
 
-def _snapshot_tar(src: Path) -> bytes:
-    """A tar of ``src`` as :data:`SNAPSHOT_DIR` (without ``.git`` and ``__pycache__``, owned by
-    root, world-readable), ending with the empty file :data:`READY_PATH`.
+def copy_snapshot(src: Path, dest: Path) -> Path:
+    """Copy the snapshot ``src`` to the new directory ``dest`` for the scorer container to mount.
 
-    Docker extracts the members in order, so READY_PATH exists only once the whole snapshot does.
+    Leaves out ``.git`` and ``__pycache__``; copies directories (mode 0755), regular files (0755
+    if any execute bit was set, else 0644: readable by the product uid whatever modes the agent
+    left) and symbolic links as links (never followed: they resolve inside the container);
+    skips every other kind of file (FIFOs, sockets, devices).
+
+    Returns:
+        ``dest``.
     """
-    buf = io.BytesIO()
-
-    def scrub(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        parts = Path(info.name).parts
-        if ".git" in parts or "__pycache__" in parts:
-            return None
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
-        return info
-
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(str(src), arcname=SNAPSHOT_DIR.lstrip("/"), filter=scrub)
-        tar.addfile(tarfile.TarInfo(READY_PATH.lstrip("/")), io.BytesIO(b""))
-    return buf.getvalue()
+    dest.mkdir(mode=0o755)
+    dest.chmod(0o755)
+    with os.scandir(src) as entries:
+        for entry in entries:
+            if entry.name in (".git", "__pycache__"):
+                continue
+            target = dest / entry.name
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), target)
+            elif entry.is_dir(follow_symlinks=False):
+                copy_snapshot(Path(entry.path), target)
+            elif entry.is_file(follow_symlinks=False):
+                shutil.copyfile(entry.path, target, follow_symlinks=False)
+                executable = entry.stat(follow_symlinks=False).st_mode & 0o111
+                target.chmod(0o755 if executable else 0o644)
+    return dest
 
 
 #: A JUnit report larger than this (bytes) is not read: its checks count as unreported.
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 
 
-def _read_reports(report_dir: Path) -> list[bytes]:
-    """The JUnit XML reports the pytest processes wrote (``junit-K.xml``), empty if none.
+class Reports(BaseModel):
+    """What the pytest processes left in the report directory."""
+
+    found: dict[str, bytes] = {}
+    """Report file name (``junit-K.xml``) -> content, for each expected report that is a regular
+    file of at most :data:`MAX_REPORT_BYTES`."""
+    rejected: dict[str, str] = {}
+    """Expected report file name -> why it was not read (not a regular file, too large)."""
+    unexpected: list[str] = []
+    """Names of entries that are not expected reports (the directory is then not trusted)."""
+
+
+def read_reports(report_dir: Path, processes: int) -> Reports:
+    """Read the JUnit XML reports ``junit-K.xml`` (K < ``processes``) from the report directory.
 
     Read on the host from the bind-mounted directory, after the container has stopped. Only
-    regular files are read: a symbolic link made in the container would otherwise be followed
-    on the host. A file over :data:`MAX_REPORT_BYTES` is skipped.
+    regular files are read (a symbolic link made in the container would otherwise be followed
+    on the host), at most :data:`MAX_REPORT_BYTES` each; any other entry is listed as
+    unexpected. A missing report is simply absent (its checks are unreported).
     """
-    reports = []
-    for path in sorted(report_dir.glob("junit-*.xml")):
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_REPORT_BYTES:
-            continue
-        reports.append(path.read_bytes())
-    return reports
+    expected = {f"junit-{k}.xml" for k in range(processes)}
+    out = Reports()
+    for entry in sorted(os.scandir(report_dir), key=lambda e: e.name):
+        if entry.name not in expected:
+            out.unexpected.append(entry.name)
+        elif not entry.is_file(follow_symlinks=False):
+            out.rejected[entry.name] = "not a regular file"
+        elif entry.stat(follow_symlinks=False).st_size > MAX_REPORT_BYTES:
+            out.rejected[entry.name] = f"larger than {MAX_REPORT_BYTES} bytes"
+        else:
+            out.found[entry.name] = Path(entry.path).read_bytes()
+    return out
 
 
 def _first_lines(text: str, limit: int = 500) -> str:
@@ -214,58 +259,86 @@ def _first_lines(text: str, limit: int = 500) -> str:
     return text[:limit]
 
 
-def parse_junit(reports: list[bytes], checks: list[CheckSpec],
+def _case_result(case: ET.Element, gate: str, name: str) -> CheckResult:
+    """The verdict in one ``<testcase>``: the runner's no-verdict property first, then its
+    ``failure`` (failed), ``error`` or ``skipped`` (error: gates never skip) child."""
+    duration = float(case.get("time") or 0.0)
+    for prop in case.iter("property"):
+        if prop.get("name") == NO_VERDICT_PROPERTY:
+            return CheckResult(gate=gate, check=name, tag=None, outcome=Outcome.error,
+                               message=_first_lines(prop.get("value") or "no verdict"),
+                               duration_s=duration)
+    outcome, message = Outcome.passed, ""
+    for child in case:
+        if child.tag == "failure":
+            outcome, message = Outcome.failed, child.get("message") or child.text or "failed"
+        elif child.tag == "error":
+            outcome, message = Outcome.error, child.get("message") or child.text or "error"
+        elif child.tag == "skipped":
+            outcome, message = Outcome.error, "skipped: " + (child.get("message") or "")
+        else:
+            continue
+        break
+    return CheckResult(gate=gate, check=name, tag=None, outcome=outcome,
+                       message=_first_lines(message), duration_s=duration)
+
+
+def parse_junit(reports: dict[str, bytes] | list[bytes], checks: list[CheckSpec],
                 missing: str = "check not reported by the runner") -> list[CheckResult]:
     """Match JUnit XML reports (pytest, xunit1; one per pytest process) to the declared checks.
 
-    A declared check absent from every report is ``error`` with message ``missing``; a skipped
-    check is ``error`` too (gates never skip). A report that is not well-formed XML (its process
-    was killed while writing it) is ignored, so its checks are missing.
+    A report is used whole or not at all: one that is not well-formed XML (its process was
+    killed while writing it) or names a check that was not declared is set aside, and its
+    checks count as unreported. A declared check reported by no usable report is ``error``
+    (message ``missing``, plus why a report was set aside), one reported more than once is
+    ``error``, a skipped check is ``error`` (gates never skip), and one carrying the runner's
+    :data:`NO_VERDICT_PROPERTY` is ``error`` with its reason. Never ``passed`` without one
+    clean report of a pass.
+
+    Args:
+        reports: report name -> XML (a list is named by position).
+        checks: the declared checks.
+        missing: message for a check no report mentions.
     """
-    cases = []
-    for xml in reports:
+    if not isinstance(reports, dict):
+        reports = {f"report {k}": xml for k, xml in enumerate(reports)}
+    declared = {(c.gate, c.check) for c in checks}
+    seen: dict[tuple[str, str], list[CheckResult]] = {}
+    set_aside: list[str] = []
+    for name, xml in reports.items():
         try:
-            cases.extend(ET.fromstring(xml).iter("testcase"))
+            cases = list(ET.fromstring(xml).iter("testcase"))
         except ET.ParseError:
+            set_aside.append(f"{name} is not well-formed XML")
             continue
-    seen: dict[tuple[str, str], CheckResult] = {}
-    for case in cases:
-        gate = case.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_")
-        name = case.get("name", "")
-        duration = float(case.get("time") or 0.0)
-        outcome, message = Outcome.passed, ""
-        for child in case:
-            if child.tag == "failure":
-                message = child.get("message") or child.text or "failed"
-                # pytest-timeout reports the scorer's per-check limit as a failure: no verdict.
-                timed_out = message.startswith("Failed: Timeout")
-                outcome = Outcome.error if timed_out else Outcome.failed
-            elif child.tag == "error":
-                outcome, message = Outcome.error, child.get("message") or child.text or "error"
-            elif child.tag == "skipped":
-                outcome, message = Outcome.error, "skipped: " + (child.get("message") or "")
-            else:
-                continue
-            break
-        seen[(gate, name)] = CheckResult(
-            gate=gate, check=name, tag=None, outcome=outcome,
-            message=_first_lines(message), duration_s=duration,
-        )
-    results = []
-    for spec in checks:
-        got = seen.get((spec.gate, spec.check))
-        if got is None:
-            results.append(CheckResult(**spec.model_dump(), outcome=Outcome.error,
-                                       message=missing, duration_s=0.0))
+        results = []
+        for case in cases:
+            gate = case.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_")
+            check = case.get("name", "")
+            if (gate, check) not in declared:
+                set_aside.append(f"{name} names an undeclared check {gate}/{check}")
+                break
+            results.append(_case_result(case, gate, check))
         else:
-            results.append(got.model_copy(update={"tag": spec.tag}))
-    return results
+            for result in results:
+                seen.setdefault((result.gate, result.check), []).append(result)
+    why = f"{missing} ({'; '.join(set_aside)})" if set_aside else missing
+    out = []
+    for spec in checks:
+        got = seen.get((spec.gate, spec.check), [])
+        if len(got) == 1:
+            out.append(got[0].model_copy(update={"tag": spec.tag}))
+            continue
+        message = why if not got else f"check reported {len(got)} times"
+        out.append(CheckResult(**spec.model_dump(), outcome=Outcome.error,
+                               message=_first_lines(message), duration_s=0.0))
+    return out
 
 
 def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
           image: str, limits: ScorerLimits | None = None,
           labels: dict[str, str] | None = None) -> list[CheckResult]:
-    """Score a snapshot against every gate active after ``through_episode``.
+    """Score a snapshot against every gate active after ``through_episode``, once.
 
     Args:
         snapshot: directory holding the workspace as the agent left it (``.git`` is ignored).
@@ -278,7 +351,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
             under :data:`~benchmark.docker_env.LABEL` so a dead run's leftovers are found).
 
     Returns:
-        One :class:`CheckResult` per declared check, in gate then source order.
+        One :class:`CheckResult` per declared check, in gate then source order; ``error`` for
+        each check without a verdict (see :func:`score_snapshot` for what the harness does then).
 
     Raises:
         MarathonError: the snapshot is not a directory, or Docker is unreachable. A crash or
@@ -290,46 +364,131 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
     gates = marathon.active_gates(through_episode)
     checks = list_checks(marathon, gates)
     command = [
-        "python3", "-I", "-m", "marathon_parallel", str(limits.processes), REPORT_DIR, "--",
+        "python3", "-I", "-m", "marathon_parallel", "--product-uid", str(PRODUCT_UID_BASE),
+        str(limits.processes), REPORT_DIR, "--",
         "-c", "/opt/marathon/pytest.ini",
         f"--rootdir={GATES_DIR}", f"--confcutdir={GATES_DIR}", "-p", "no:cacheprovider",
-        "-q", "--no-header", "-rN", f"--timeout={limits.check_timeout_s:g}", f"--wait-for={READY_PATH}",
+        "-q", "--no-header", "-rN", f"--timeout={limits.check_timeout_s:g}",
         *(f"{GATES_DIR}/{g.filename}" for g in gates),
     ]
     docker_client = client()
-    # The reports come back through a bind-mounted host directory (reading them with
-    # get_archive cost ~0.1 s); it is world-writable for the container's uid, inside a private
-    # (0700) directory no other host user can enter.
+    # The snapshot goes in and the reports come back through bind-mounted host directories inside
+    # a private (0700) one no other host user can enter; in the container both sit where the
+    # product uid cannot write (the snapshot is read-only, the reports are inside /scorer).
     with tempfile.TemporaryDirectory(prefix="marathon-score-", ignore_cleanup_errors=True) as private:
         report_dir = Path(private) / "report"
-        report_dir.mkdir()
-        report_dir.chmod(0o777)
+        report_dir.mkdir(mode=0o700)
+        copy_snapshot(snapshot, Path(private) / "snapshot")
         container = docker_client.containers.create(
-            image, command, user="1000:1000", network_disabled=True, working_dir=REPORT_DIR,
+            image, command, user="0:0", network_disabled=True, working_dir="/scorer",
+            cap_drop=["ALL"], cap_add=list(RUNNER_CAPABILITIES),
+            security_opt=["no-new-privileges"], read_only=True,
             environment={"MARATHON_SEED": str(seed), "MARATHON_SNAPSHOT": SNAPSHOT_DIR},
             volumes={str(marathon.gates): {"bind": GATES_DIR, "mode": "ro"},
+                     str(Path(private) / "snapshot"): {"bind": SNAPSHOT_DIR, "mode": "ro"},
                      str(report_dir): {"bind": REPORT_DIR, "mode": "rw"}},
             tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={limits.tmp_size},mode=1777"},
-            mem_limit=limits.mem_limit, pids_limit=limits.pids_limit, nano_cpus=limits.nano_cpus,
-            labels={LABEL: "scorer", **(labels or {})}, detach=True,
+            shm_size=limits.shm_size, mem_limit=limits.mem_limit, pids_limit=limits.pids_limit,
+            nano_cpus=limits.nano_cpus, labels={LABEL: "scorer", **(labels or {})}, detach=True,
         )
         try:
-            # pytest starts (imports, collection) while the snapshot is copied in; the checks
-            # wait for READY_PATH, the last member of the archive.
             container.start()
-            container.put_archive("/", _snapshot_tar(snapshot))
             try:
                 container.wait(timeout=limits.total_timeout_s)
                 crashed = None
             except Exception:  # requests' ReadTimeout / ConnectionError: the scoring ran over
                 container.kill()
                 crashed = f"scoring timed out after {limits.total_timeout_s:g} s"
-            reports = _read_reports(report_dir)
-            if not reports:
+            reports = read_reports(report_dir, limits.processes)
+            if reports.unexpected:
+                reason = f"unexpected entries in the report directory: {', '.join(reports.unexpected)}"
+                return _all_errors(checks, reason)
+            if not reports.found:
                 tail = container.logs(tail=5).decode(errors="replace")
-                reason = crashed or f"scorer produced no report: {_first_lines(tail) or 'no output'}"
-                return [CheckResult(**c.model_dump(), outcome=Outcome.error, message=reason,
-                                    duration_s=0.0) for c in checks]
-            return parse_junit(reports, checks, missing=crashed or "check not reported by the runner")
+                return _all_errors(checks, crashed or "scorer produced no report: "
+                                   + (_first_lines(tail) or "no output"))
+            missing = crashed or "check not reported by the runner"
+            if reports.rejected:
+                missing += " (" + "; ".join(f"{n}: {why}" for n, why in reports.rejected.items()) + ")"
+            return parse_junit(reports.found, checks, missing=missing)
         finally:
             container.remove(force=True)
+
+
+def _all_errors(checks: list[CheckSpec], reason: str) -> list[CheckResult]:
+    return [CheckResult(**c.model_dump(), outcome=Outcome.error, message=_first_lines(reason),
+                        duration_s=0.0) for c in checks]
+
+
+#: Scorings of one snapshot after the first, at most, while some check has no verdict.
+RESCORES = 2
+
+
+class ScoringFailure(MarathonError):
+    """A snapshot whose scoring still leaves checks without a verdict after every re-score.
+
+    Not a verdict on the product: the driver stops the trial (recorded in ``errors.log``; the
+    run stays resumable) instead of recording a score or showing anything to the agent.
+    """
+
+    def __init__(self, message: str, checks: list[CheckResult]):
+        super().__init__(message)
+        self.checks = checks
+        """The last scoring's results."""
+
+
+class Scoring(BaseModel):
+    """A snapshot scored to a verdict on every check (see :func:`score_snapshot`)."""
+
+    checks: list[CheckResult]
+    """Every check's verdict, ``passed`` or ``failed`` only."""
+    scorings: int = Field(ge=1)
+    """How many scorings it took: 1 when the first one gave every check a verdict."""
+    rescore_reasons: list[str] = []
+    """Why each earlier scoring was not used (one line each: which checks lacked a verdict)."""
+
+
+def no_verdict_summary(results: list[CheckResult], limit: int = 300) -> str:
+    """One line naming the checks without a verdict and the first reason, e.g.
+    ``2 checks without a verdict: replay/test_x, replay/test_y (the host starved ...)``."""
+    errors = [r for r in results if r.outcome == Outcome.error]
+    names = ", ".join(f"{r.gate}/{r.check}" for r in errors[:5]) + (", ..." if len(errors) > 5 else "")
+    line = f"{len(errors)} check{'s' if len(errors) != 1 else ''} without a verdict: {names}"
+    if errors:
+        line += f" ({errors[0].message})"
+    return line[:limit]
+
+
+def score_snapshot(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
+                   image: str, limits: ScorerLimits | None = None,
+                   labels: dict[str, str] | None = None, rescores: int = RESCORES,
+                   score_once=None) -> Scoring:
+    """Score a snapshot until every check has a verdict: the harness's scoring rule.
+
+    An ``error`` is not a verdict (the scorer crashed or timed out, the host starved a product
+    run, a report was missing or malformed), so a scoring with any ``error`` is not used: the
+    snapshot is scored again, at most ``rescores`` more times, each reason recorded.
+
+    Args:
+        snapshot, marathon, through_episode, seed, image, limits, labels: as :func:`score`.
+        rescores: re-scores allowed after the first scoring.
+        score_once: the single scoring function (default :func:`score`, same arguments).
+
+    Returns:
+        The first scoring with a verdict on every check, how many scorings it took and why.
+
+    Raises:
+        ScoringFailure: the last scoring still had checks without a verdict.
+        MarathonError: as :func:`score`.
+    """
+    score_once = score_once or score
+    reasons: list[str] = []
+    for _ in range(rescores + 1):
+        results = score_once(snapshot, marathon, through_episode, seed, image=image,
+                             limits=limits, labels=labels)
+        if all(r.outcome != Outcome.error for r in results):
+            return Scoring(checks=results, scorings=len(reasons) + 1, rescore_reasons=reasons)
+        reasons.append(no_verdict_summary(results))
+    raise ScoringFailure(
+        f"scoring failure after {len(reasons)} scorings of the snapshot: " + " | ".join(reasons),
+        results)

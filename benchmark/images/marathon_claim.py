@@ -1,12 +1,20 @@
-"""pytest plugin: several pytest processes share one session's checks, each taking the next free one.
+"""pytest plugin of the scorer: checks shared between pytest processes, verdicts the product
+cannot forge, and no product process outliving its check.
 
-Installed in the scorer image; started by ``marathon_parallel``. With ``--claim-dir DIR``, it
-replaces pytest's run loop: every process collects the same checks and runs, in collection
-order, each one it is first to claim (an ``O_EXCL`` file in DIR named after the check's node
-id). A check therefore runs exactly once, in whichever process is free first, and appears in
-exactly one JUnit report; a process that dies takes its verdicts with it (its report is never
-written), which the scorer records as ``error``, never ``passed``. With ``--wait-for FILE``, no
-check runs before FILE exists (see :func:`pytest_runtestloop`).
+Installed in the scorer image; started by ``marathon_parallel``.
+
+- With ``--claim-dir DIR`` it replaces pytest's run loop: every process collects the same
+  checks and runs, in collection order, each one it is first to claim (an ``O_EXCL`` file in
+  DIR named after the check's node id). A check therefore runs exactly once, in whichever
+  process is free first, and appears in exactly one JUnit report; a process that dies takes its
+  verdicts with it (its report is never written), which the scorer records as ``error``, never
+  ``passed``.
+- A check that cannot give a verdict gets the JUnit property :data:`NO_VERDICT` (the reason),
+  which the scorer turns into ``error``: one that raised ``marathon_product.NoVerdict`` (e.g.
+  the host starved a product run), and one that ran past its per-check time limit
+  (pytest-timeout). The property is written by this trusted runner from the exception's type and
+  the check's measured duration, never from text the product could print.
+- After every check, every process of the product uid (``MARATHON_PRODUCT_UID``) is killed.
 """
 
 from __future__ import annotations
@@ -18,27 +26,67 @@ from pathlib import Path
 
 import pytest
 
+from marathon_product import NoVerdict, kill_user, product_uid
 
-#: Longest wait for the ``--wait-for`` file, in seconds (the scorer's total limit ends it sooner).
-WAIT_LIMIT_S = 120.0
+#: JUnit property (name) of a check without a verdict; its value is the reason.
+NO_VERDICT = "marathon_no_verdict"
+#: A check that failed this close to its per-check time limit (seconds) ran into it.
+TIMEOUT_SLACK_S = 0.05
 
 
 def pytest_addoption(parser):
-    """Add ``--claim-dir`` (the directory the processes of one session claim checks in) and
-    ``--wait-for`` (a file that must exist before the first check runs)."""
+    """Add ``--claim-dir``: the directory the processes of one session claim checks in."""
     parser.addoption("--claim-dir", default=None,
                      help="share the checks with other pytest processes claiming in this directory")
-    parser.addoption("--wait-for", default=None,
-                     help="start running checks only once this file exists (checked every 5 ms)")
 
 
-def _wait_for(session, path: str) -> None:
-    """Wait until ``path`` exists; past :data:`WAIT_LIMIT_S` stop the session with an error."""
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise session.Interrupted(f"{path} did not appear within {WAIT_LIMIT_S:g} s")
-        time.sleep(0.005)
+def _time_limit(item) -> float | None:
+    """The check's pytest-timeout limit in seconds (its ``timeout`` marker, else ``--timeout``)."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        raw = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+    else:
+        raw = item.config.getoption("timeout", None)
+    try:
+        return float(raw) if raw else None
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Note when the check started (its per-check time limit covers setup, call and teardown)."""
+    item._marathon_started = time.perf_counter()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Record :data:`NO_VERDICT` on a check that raised NoVerdict or ran into its time limit."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is None or any(name == NO_VERDICT for name, _ in item.user_properties):
+        return
+    reason = None
+    if isinstance(call.excinfo.value, NoVerdict):
+        reason = str(call.excinfo.value)
+    else:
+        limit = _time_limit(item)
+        started = getattr(item, "_marathon_started", None)
+        if limit and started is not None and time.perf_counter() - started >= limit - TIMEOUT_SLACK_S:
+            reason = f"the check ran into its {limit:g} s time limit"
+    if reason is not None:
+        item.user_properties.append((NO_VERDICT, reason))
+        if call.when == "teardown":  # the teardown report (whose properties JUnit writes) exists
+            report.user_properties.append((NO_VERDICT, reason))
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the check's teardown, kill every process of the product uid."""
+    yield
+    uid = product_uid()
+    if uid is not None:
+        kill_user(uid)
 
 
 def _claim(directory: Path, nodeid: str) -> bool:
@@ -55,15 +103,11 @@ def _claim(directory: Path, nodeid: str) -> bool:
 def pytest_runtestloop(session):
     """Run each collected check this process is first to claim (the default loop otherwise).
 
-    With ``--wait-for FILE``, first wait for FILE: the scorer starts pytest (about 0.4 s of
-    imports and collection) while it is still copying the snapshot into the container, and puts
-    FILE there once the copy is complete. Claims one check ahead, so that pytest knows the next
-    check it will run (``nextitem``) and tears fixtures down exactly as in a single process.
+    Claims one check ahead, so that pytest knows the next check it will run (``nextitem``) and
+    tears fixtures down exactly as in a single process.
     """
     if session.config.option.collectonly:
         return None
-    if session.config.getoption("--wait-for"):
-        _wait_for(session, session.config.getoption("--wait-for"))
     raw = session.config.getoption("--claim-dir")
     if raw is None:
         return None
