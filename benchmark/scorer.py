@@ -55,9 +55,10 @@ Tag = Literal["genuine", "contract"]
 
 #: Directory of the snapshot inside the scorer container (read-only; the product may read it).
 SNAPSHOT_DIR = "/snapshot"
-#: Mount point of the gates directory inside the scorer container (the product cannot enter
-#: ``/scorer``).
-GATES_DIR = "/scorer/gates"
+#: Directory of the pytest processes' private directories inside the scorer container (the
+#: product cannot enter ``/scorer``): process K's, ``RUNNER_DIR/K``, holds its copy of the gates
+#: (``gates/``) and the seed (``seed``), and is erased once it has collected the checks.
+RUNNER_DIR = "/scorer/runner"
 #: Directory of the JUnit XML reports (one per pytest process) inside the scorer container.
 REPORT_DIR = "/scorer/report"
 #: pytest process K runs the product as uid and gid ``PRODUCT_UID_BASE + K``.
@@ -363,28 +364,30 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         raise MarathonError(f"snapshot {snapshot} is not a directory")
     gates = marathon.active_gates(through_episode)
     checks = list_checks(marathon, gates)
+    gates_dir = f"{RUNNER_DIR}/{{worker}}/gates"  # marathon_parallel puts K for {worker}
     command = [
-        "python3", "-I", "-m", "marathon_parallel", "--product-uid", str(PRODUCT_UID_BASE),
+        "python3", "-I", "-B", "-m", "marathon_parallel", "--product-uid", str(PRODUCT_UID_BASE),
         str(limits.processes), REPORT_DIR, "--",
-        "-c", "/opt/marathon/pytest.ini",
-        f"--rootdir={GATES_DIR}", f"--confcutdir={GATES_DIR}", "-p", "no:cacheprovider",
+        "-c", "/opt/marathon/pytest.ini", f"--runner-dir={RUNNER_DIR}/{{worker}}",
+        f"--rootdir={gates_dir}", f"--confcutdir={gates_dir}", "-p", "no:cacheprovider",
         "-q", "--no-header", "-rN", f"--timeout={limits.check_timeout_s:g}",
-        *(f"{GATES_DIR}/{g.filename}" for g in gates),
+        *(f"{gates_dir}/{g.filename}" for g in gates),
     ]
     docker_client = client()
-    # The snapshot goes in and the reports come back through bind-mounted host directories inside
-    # a private (0700) one no other host user can enter; in the container both sit where the
-    # product uid cannot write (the snapshot is read-only, the reports are inside /scorer).
+    # The snapshot and the gates go in and the reports come back through bind-mounted host
+    # directories inside a private (0700) one no other host user can enter; in the container
+    # the product uid cannot write the snapshot (read-only) nor enter /scorer at all.
     with tempfile.TemporaryDirectory(prefix="marathon-score-", ignore_cleanup_errors=True) as private:
         report_dir = Path(private) / "report"
         report_dir.mkdir(mode=0o700)
         copy_snapshot(snapshot, Path(private) / "snapshot")
+        _runner_dirs(Path(private) / "runner", marathon, seed, limits.processes)
         container = docker_client.containers.create(
             image, command, user="0:0", network_disabled=True, working_dir="/scorer",
             cap_drop=["ALL"], cap_add=list(RUNNER_CAPABILITIES),
             security_opt=["no-new-privileges"], read_only=True,
-            environment={"MARATHON_SEED": str(seed), "MARATHON_SNAPSHOT": SNAPSHOT_DIR},
-            volumes={str(marathon.gates): {"bind": GATES_DIR, "mode": "ro"},
+            environment={"MARATHON_SNAPSHOT": SNAPSHOT_DIR},
+            volumes={str(Path(private) / "runner"): {"bind": RUNNER_DIR, "mode": "rw"},
                      str(Path(private) / "snapshot"): {"bind": SNAPSHOT_DIR, "mode": "ro"},
                      str(report_dir): {"bind": REPORT_DIR, "mode": "rw"}},
             tmpfs={"/tmp": f"rw,exec,nosuid,nodev,size={limits.tmp_size},mode=1777"},
@@ -413,6 +416,21 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
             return parse_junit(reports.found, checks, missing=missing)
         finally:
             container.remove(force=True)
+
+
+def _runner_dirs(root: Path, marathon: Marathon, seed: int, processes: int) -> None:
+    """Give each pytest process K its private directory ``root/K``: a copy of the gates directory
+    (without ``__pycache__`` and the mutants) and the seed. Each process erases its own once it
+    has collected the checks (``marathon_claim --runner-dir``)."""
+    mutants = marathon.mutants.resolve() if marathon.mutants else None
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        return {n for n in names if n == "__pycache__" or (Path(directory, n).resolve() == mutants)}
+
+    root.mkdir(mode=0o700)
+    for k in range(processes):
+        shutil.copytree(marathon.gates, root / str(k) / "gates", ignore=ignore)
+        (root / str(k) / "seed").write_text(f"{seed}\n", encoding="ascii")
 
 
 def _all_errors(checks: list[CheckSpec], reason: str) -> list[CheckResult]:

@@ -14,19 +14,27 @@ Installed in the scorer image; started by ``marathon_parallel``.
   the host starved a product run), and one that ran past its per-check time limit
   (pytest-timeout). The property is written by this trusted runner from the exception's type and
   the check's measured duration, never from text the product could print.
-- After every check, every process of the product uid (``MARATHON_PRODUCT_UID``) is killed.
+- With ``--runner-dir DIR`` (the scorer gives each pytest process its own), the process reads
+  the trial's seed from ``DIR/seed`` into ``MARATHON_SEED`` (so it is in no process's initial
+  environment, which ``/proc/PID/environ`` shows) and, once collection is done, erases DIR, where
+  its copy of the gates is: while checks run, no file holds the gate source or the seed, so not
+  even the runner can be tricked into reading them (e.g. through a symbolic link the product
+  left where a check reads its output) and putting them in a failure message.
+- After every check, every process of the product uid (``MARATHON_PRODUCT_UID``) is killed and
+  every file it owns in ``/tmp`` and ``/dev/shm`` is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from marathon_product import NoVerdict, kill_user, product_uid
+from marathon_product import NoVerdict, kill_user, product_uid, remove_user_files
 
 #: JUnit property (name) of a check without a verdict; its value is the reason.
 NO_VERDICT = "marathon_no_verdict"
@@ -35,9 +43,30 @@ TIMEOUT_SLACK_S = 0.05
 
 
 def pytest_addoption(parser):
-    """Add ``--claim-dir``: the directory the processes of one session claim checks in."""
+    """Add ``--claim-dir`` (the directory the processes of one session claim checks in) and
+    ``--runner-dir`` (this process's private directory: seed and gates, erased after collection)."""
     parser.addoption("--claim-dir", default=None,
                      help="share the checks with other pytest processes claiming in this directory")
+    parser.addoption("--runner-dir", default=None,
+                     help="read the seed from DIR/seed; erase DIR once the checks are collected")
+
+
+def pytest_configure(config):
+    """With ``--runner-dir``, put the seed from ``DIR/seed`` into ``MARATHON_SEED``."""
+    raw = config.getoption("--runner-dir")
+    if raw:
+        os.environ["MARATHON_SEED"] = (Path(raw) / "seed").read_text(encoding="ascii").strip()
+
+
+def pytest_collection_finish(session):
+    """With ``--runner-dir``, erase the directory (the gates are imported, the seed read)."""
+    raw = session.config.getoption("--runner-dir")
+    if raw:
+        for entry in Path(raw).iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def _time_limit(item) -> float | None:
@@ -82,11 +111,12 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
 def pytest_runtest_teardown(item, nextitem):
-    """After the check's teardown, kill every process of the product uid."""
+    """After the check's teardown, kill every process of the product uid, remove its files."""
     yield
     uid = product_uid()
     if uid is not None:
         kill_user(uid)
+        remove_user_files(uid)
 
 
 def _claim(directory: Path, nodeid: str) -> bool:

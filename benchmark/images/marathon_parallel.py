@@ -9,7 +9,8 @@ the launcher itself runs with it) with the same arguments, each writing
 ``REPORT_DIR/junit-K.xml``, waits for all of them and exits with the highest exit status
 (128 + S for a process killed by signal S). Each process runs the checks it is first to claim
 (see ``marathon_claim``), so every check runs once, in one process, and appears in one report.
-With ``--product-uid BASE``, process K runs the product as uid ``BASE + K``
+Every ``{worker}`` in PYTEST_ARGS becomes K in process K's arguments (e.g. its own
+``--runner-dir``). With ``--product-uid BASE``, process K runs the product as uid ``BASE + K``
 (``MARATHON_PRODUCT_UID``, see ``marathon_product``): concurrent checks' products cannot signal
 each other, and killing every process of one uid after a check spares the other process's
 check. As the container's PID 1 it also reaps every orphaned process (a product's daemon),
@@ -57,6 +58,7 @@ def main(argv: list[str]) -> int:
         return 2
     processes, report_dir, pytest_args = int(argv[0]), Path(argv[1]), argv[3:]
     isolated = ["-I"] if sys.flags.isolated else []  # the scorer runs us with -I: so do the children
+    isolated += ["-B"] if sys.flags.dont_write_bytecode else []
     with tempfile.TemporaryDirectory(prefix="marathon-claims-") as claims:
         pids = set()
         for k in range(processes):
@@ -65,7 +67,8 @@ def main(argv: list[str]) -> int:
                 env["MARATHON_PRODUCT_UID"] = str(base_uid + k)
             pids.add(subprocess.Popen(
                 [sys.executable, *isolated, "-m", "pytest", "-p", "marathon_claim",
-                 f"--claim-dir={claims}", f"--junitxml={report_dir / f'junit-{k}.xml'}", *pytest_args],
+                 f"--claim-dir={claims}", f"--junitxml={report_dir / f'junit-{k}.xml'}",
+                 *(arg.replace("{worker}", str(k)) for arg in pytest_args)],
                 env=env).pid)
         codes = _wait_all(pids)
     return max(codes)

@@ -23,7 +23,8 @@ directory for the check's inputs and the product's state. Its runs:
   scores again). See :class:`CpuUse` for the rule.
 
 After every check, ``marathon_claim`` kills every process of the product uid
-(:func:`kill_user`), so no product process outlives its check.
+(:func:`kill_user`) and removes every file it owns in ``/tmp`` and ``/dev/shm``
+(:func:`remove_user_files`), so nothing of the product outlives its check.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import fcntl
 import os
 import platform
 import select
+import shutil
 import selectors
 import signal
 import subprocess
@@ -126,6 +128,38 @@ def kill_user(uid: int, limit_s: float = 5.0) -> int:
         if not found or time.monotonic() > deadline:
             return signalled
         time.sleep(0.001)
+
+
+#: Where a product can write outside its scratch directory (the root file system is read-only).
+WRITABLE_ROOTS = ("/tmp", "/dev/shm")
+
+
+def remove_user_files(uid: int, roots: tuple[str, ...] = WRITABLE_ROOTS) -> int:
+    """Remove every file, directory and link owned by ``uid`` under ``roots`` (never following a
+    link); return how many top entries were removed. Run after :func:`kill_user`, so nothing
+    of the product's writes outlives its check (a product cannot fill ``/tmp`` for later checks).
+    """
+    removed = 0
+    for root in roots:
+        for top, dirs, files in os.walk(root, onerror=lambda error: None):
+            for name in [*dirs, *files]:
+                path = os.path.join(top, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if st.st_uid != uid:
+                    continue
+                if name in dirs:
+                    dirs.remove(name)  # not walked into: removed whole
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        continue
+                removed += 1
+    return removed
 
 
 def _session_pids(session: int) -> list[int]:
@@ -568,16 +602,36 @@ class Product:
         self.home = _shared_dir(scratch / "home")
         _shared_dir(scratch / "data")
         self._runs: list[_Run] = []
+        self._unusable: str | None = None
         self._copy_snapshot(snapshot)
 
     def _copy_snapshot(self, snapshot: Path) -> None:
-        """Copy the snapshot to ``workspace/`` as the product uid, so the product owns it."""
-        proc = subprocess.run(
-            ["cp", "-R", "-P", "--preserve=mode,timestamps", str(snapshot), str(self.workdir)],
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, capture_output=True, text=True,
+        """Copy the snapshot to ``workspace/`` as the product uid, so the product owns it.
+
+        A copy that fails (no space left: the snapshot or the product's writes fill ``/tmp``)
+        fails the check at the first run (a verdict: it is the product's doing, not the
+        scorer's; failing here, in the check's set-up, would make it an error).
+        """
+        try:
+            proc = subprocess.run(
+                ["cp", "-R", "-P", "--preserve=mode,timestamps", str(snapshot), str(self.workdir)],
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, capture_output=True,
+                text=True, **self._identity())
+            problem = (proc.stderr.strip() or f"cp exited {proc.returncode}") if proc.returncode else None
+        except OSError as error:  # e.g. no process left: a product's fork bomb in another check
+            problem = str(error)
+        if problem:
+            self._unusable = f"the snapshot could not be copied for the product: {problem[:300]}"
+
+    def _popen(self, args, stdout) -> subprocess.Popen:
+        if self._unusable:
+            import pytest
+
+            pytest.fail(self._unusable, pytrace=False)
+        return subprocess.Popen(
+            [*self.command, *[str(arg) for arg in args]], cwd=self.workdir, env=self._environment(),
+            stdin=subprocess.PIPE, stdout=stdout, stderr=stdout, start_new_session=True,
             **self._identity())
-        if proc.returncode != 0:
-            raise RuntimeError(f"copying the snapshot for the product failed: {proc.stderr.strip()}")
 
     def _identity(self) -> dict:
         """Popen arguments that run a process as the product uid (nothing outside the scorer)."""
@@ -598,12 +652,6 @@ class Product:
     def _environment(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
                 "HOME": str(self.home), "LANG": "C.UTF-8", **self.env()}
-
-    def _popen(self, args, stdout) -> subprocess.Popen:
-        return subprocess.Popen(
-            [*self.command, *[str(arg) for arg in args]], cwd=self.workdir, env=self._environment(),
-            stdin=subprocess.PIPE, stdout=stdout, stderr=stdout, start_new_session=True,
-            **self._identity())
 
     def spawn(self, *args, stdin: bytes | str | None = None, timeout: float = DEFAULT_TIMEOUT,
               expect_ok: str | None = None) -> Pending:
