@@ -59,7 +59,7 @@ from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow,
                                TrialKeys, UsageRow)
 from benchmark.sandbox import (TRIAL_LABEL, Sandbox, SandboxLimits, extract_snapshot,
                                remove_run_resources)
-from benchmark.scorer import CheckResult, ScorerLimits, score, scorer_processes
+from benchmark.scorer import CheckResult, ScorerLimits, score_snapshot, scorer_processes
 
 
 class Interrupted(Exception):
@@ -369,6 +369,8 @@ class _AttemptMeta(BaseModel):
     commit: str | None
     snapshot_sha256: str
     scoring_s: float
+    scorings: int
+    rescore_reasons: list[str]
 
 
 class ScoreFile(BaseModel):
@@ -389,7 +391,12 @@ class ScoreFile(BaseModel):
     gates: dict[str, bool]
     """Gate -> whether it passes."""
     checks: list[CheckResult]
-    """Every check's verdict."""
+    """Every check's verdict (``passed`` or ``failed``)."""
+    scorings: int = 1
+    """How many scorings of the snapshot it took to get a verdict on every check (1: the
+    first; each earlier one had a check without a verdict)."""
+    rescore_reasons: list[str] = []
+    """Why each earlier scoring was not used, one line each."""
 
 
 class TrialRunner:
@@ -428,6 +435,12 @@ class TrialRunner:
                               transcript=art / "transcript")
 
     def _score(self, episode: EpisodeSpec, attempt: int, result: AttemptResult) -> list[CheckResult]:
+        """Commit, snapshot and score the workspace (re-scoring while a check lacks a verdict).
+
+        Raises:
+            Interrupted: the run is stopping.
+            ScoringFailure: a check still had no verdict after the re-scores: the trial stops.
+        """
         if self.stop.is_set():
             raise Interrupted()
         self.progress.update(self.keys.trial_id, phase="scoring")
@@ -437,17 +450,20 @@ class TrialRunner:
         archive = self.sandbox.archive()
         with tempfile.TemporaryDirectory(prefix="marathon-snapshot-") as tmp:
             snapshot = extract_snapshot(archive, Path(tmp) / "snapshot")
-            checks = score(snapshot, self.plan.marathon, episode.id, self.keys.seed,
-                           image=self.plan.images.scorer, limits=self.plan.scorer_limits,
-                           labels={LABEL: self.plan.run_id, TRIAL_LABEL: self.keys.trial_id})
+            scoring = score_snapshot(snapshot, self.plan.marathon, episode.id, self.keys.seed,
+                                     image=self.plan.images.scorer, limits=self.plan.scorer_limits,
+                                     labels={LABEL: self.plan.run_id, TRIAL_LABEL: self.keys.trial_id})
+        checks = scoring.checks
         art = self._artifacts(episode.id, attempt)
         (art / "workspace.diff").write_text(self.sandbox.diff(self._head, commit), encoding="utf-8")
         (art / "score.json").write_text(ScoreFile(
             trial_id=self.keys.trial_id, episode=episode.id, attempt=attempt, seed=self.keys.seed,
             commit=commit, score=gate_score(checks), gates=gate_verdicts(checks), checks=checks,
+            scorings=scoring.scorings, rescore_reasons=scoring.rescore_reasons,
         ).model_dump_json(indent=2) + "\n", encoding="utf-8")
         self._meta[attempt] = _AttemptMeta(commit=commit, snapshot_sha256=hashlib.sha256(archive).hexdigest(),
-                                           scoring_s=time.monotonic() - t0)
+                                           scoring_s=time.monotonic() - t0, scorings=scoring.scorings,
+                                           rescore_reasons=scoring.rescore_reasons)
         self._last_archive = archive
         self._head = commit or self._head
         return checks
@@ -512,6 +528,7 @@ class TrialRunner:
                 duration_s=a.result.duration_s, time_limit_s=self.plan.config.time_limit_s,
                 score=a.score, gates_active=len(a.gate_verdicts), gates_passed=a.gates_passed,
                 checks_total=len(a.checks), checks_passed=passed, scoring_s=meta.scoring_s,
+                scorings=meta.scorings, rescore_reasons=" | ".join(meta.rescore_reasons),
                 commit=meta.commit,
                 artifacts=self._artifacts(episode.id, a.number).relative_to(self.run_dir).as_posix(),
                 rolled_back=a.rolled_back, decision=_decision(a, self.arm.max_attempts),

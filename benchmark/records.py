@@ -183,6 +183,13 @@ class AttemptRow(TrialKeys):
     """Number of checks passing."""
     scoring_s: float
     """Seconds spent committing, exporting and scoring this attempt's snapshot."""
+    scorings: int = 1
+    """Scorings of the snapshot it took to get a verdict on every check: 1 normally; more when
+    a scoring had a check without a verdict (``error``: the scorer crashed, the host starved a
+    product run) and was repeated. At most 3 (2 re-scores); past that the trial stops."""
+    rescore_reasons: str = ""
+    """Why each repeated scoring was not used (which checks lacked a verdict, and the first
+    reason), separated by `` | ``; empty when ``scorings`` is 1."""
     commit: str | None
     """Workspace commit made after the attempt; null if the agent broke the repository."""
     artifacts: str

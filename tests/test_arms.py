@@ -103,9 +103,21 @@ def _checks() -> list[CheckResult]:
                     message="AssertionError: email leaked in state/ledger.log\nmore", duration_s=0.1),
         CheckResult(gate="privacy", check="test_masked", tag="contract", outcome=Outcome.passed,
                     duration_s=0.1),
-        CheckResult(gate="replay", check="test_replay", tag="genuine", outcome=Outcome.error,
-                    message="Timeout", duration_s=0.1),
+        CheckResult(gate="replay", check="test_replay", tag="genuine", outcome=Outcome.failed,
+                    message="replay differs", duration_s=0.1),
+        CheckResult(gate="late", check="test_late", tag="genuine", outcome=Outcome.error,
+                    message="the host starved it", duration_s=0.1),
     ]
+
+
+def test_an_errored_check_is_no_verdict_never_red():
+    from benchmark.controllers.base import gate_score, gate_verdicts
+
+    checks = _checks()
+    assert gate_verdicts(checks) == {"privacy": False, "replay": False}  # `late` has no verdict
+    assert gate_score(checks) == 0.0
+    ok = [c.model_copy(update={"outcome": Outcome.passed}) for c in checks[:3]] + checks[3:]
+    assert gate_verdicts(ok) == {"privacy": True, "replay": True} and gate_score(ok) == 1.0
 
 
 def test_feedback_names_failing_gates_and_checks_only():
@@ -113,11 +125,12 @@ def test_feedback_names_failing_gates_and_checks_only():
     assert "gate `privacy`" in text and "`test_no_email`" in text and "gate `replay`" in text
     assert "test_masked" not in text          # passing checks are not listed
     assert "email leaked" not in text         # names level: no messages
+    assert "late" not in text                 # an error is not a verdict: never shown
     assert text.rstrip().endswith("THE BRIEF")
 
 
 def test_feedback_messages_adds_first_line_of_each_failure():
     text = feedback_prompt(_checks(), "messages", None)
     assert "AssertionError: email leaked in state/ledger.log" in text and "more" not in text
-    assert "Timeout" in text
+    assert "replay differs" in text and "starved" not in text
     assert "brief of this episode" not in text  # session continuity: the brief is not repeated

@@ -25,7 +25,7 @@ from benchmark.agents.base import Agent, AttemptContext, AttemptResult
 from benchmark.arms import Arm
 from benchmark.marathon import EpisodeSpec, Marathon
 from benchmark.records import TrialKeys
-from benchmark.scorer import CheckResult, Outcome
+from benchmark.scorer import CheckResult, Outcome, ScoringFailure, no_verdict_summary
 from benchmark.sandbox import Sandbox
 
 
@@ -42,15 +42,25 @@ def default_decision(green: bool, number: int, max_attempts: int) -> Decision:
 
 
 def gate_verdicts(checks: list[CheckResult]) -> dict[str, bool]:
-    """Gate name -> whether it passes (every one of its checks passed), in check order."""
-    verdicts: dict[str, bool] = {}
+    """Gate name -> whether it passes, in check order.
+
+    A gate fails when one of its checks failed and passes when all of them passed. An ``error``
+    is not a verdict: a gate with an errored check and no failed one has no verdict and is left
+    out (the harness never records such a scoring: :func:`benchmark.scorer.score_snapshot`
+    scores again, then raises :class:`~benchmark.scorer.ScoringFailure`).
+    """
+    failed: dict[str, bool] = {}
+    undecided: set[str] = set()
     for c in checks:
-        verdicts[c.gate] = verdicts.get(c.gate, True) and c.outcome == Outcome.passed
-    return verdicts
+        failed[c.gate] = failed.get(c.gate, False) or c.outcome == Outcome.failed
+        if c.outcome == Outcome.error:
+            undecided.add(c.gate)
+    return {gate: not bad for gate, bad in failed.items() if bad or gate not in undecided}
 
 
 def gate_score(checks: list[CheckResult]) -> float:
-    """Share of the gates that pass, 0..1 (0 when there is no gate)."""
+    """Share of the gates with a verdict that pass, 0..1 (0 when there is none); see
+    :func:`gate_verdicts`."""
     verdicts = gate_verdicts(checks)
     return sum(verdicts.values()) / len(verdicts) if verdicts else 0.0
 
@@ -65,7 +75,8 @@ class Attempt(BaseModel):
     result: AttemptResult
     """The agent's result."""
     checks: list[CheckResult]
-    """Verdicts on every check of the gates active after the episode."""
+    """Verdicts on every check of the gates active after the episode (``passed`` or ``failed``:
+    a scoring with an ``error`` never makes an attempt)."""
     decision: Decision | None = None
     """What the controller decided after scoring this attempt; ``None`` until it decided."""
     rolled_back: bool = False
@@ -126,7 +137,8 @@ class TrialContext(Protocol):
 
 
 #: ``score(attempt number, agent result) -> check verdicts``: commits and snapshots the
-#: workspace and scores it against every gate active after the episode.
+#: workspace and scores it against every gate active after the episode, to a verdict on every
+#: check (raising :class:`~benchmark.scorer.ScoringFailure` when it cannot).
 ScoreFn = Callable[[int, AttemptResult], list[CheckResult]]
 
 
@@ -163,8 +175,16 @@ class Controller(ABC):
 
     def attempt(self, trial: TrialContext, episode: EpisodeSpec, agent: Agent, score: ScoreFn,
                 number: int, prompt: str) -> Attempt:
-        """Run one attempt with ``prompt`` and score it."""
+        """Run one attempt with ``prompt`` and score it.
+
+        Raises:
+            ScoringFailure: ``score`` returned a check without a verdict (``error``): no
+                controller decides anything, or shows the agent anything, from such a scoring.
+        """
         ctx = trial.attempt_context(episode, number, prompt)
         result = agent.run(trial.sandbox, prompt, ctx)
-        return Attempt(number=number, prompt=prompt, result=result, checks=score(number, result))
+        checks = score(number, result)
+        if any(c.outcome == Outcome.error for c in checks):
+            raise ScoringFailure(f"attempt {number} of {episode.id}: " + no_verdict_summary(checks), checks)
+        return Attempt(number=number, prompt=prompt, result=result, checks=checks)
 

@@ -25,7 +25,7 @@ def feedback_prompt(checks: list[CheckResult], level: FeedbackLevel, brief: str 
         brief: the episode's brief, repeated after the feedback; ``None`` when the agent keeps
             its session and has seen it.
     """
-    failing = [c for c in checks if c.outcome != Outcome.passed]
+    failing = [c for c in checks if c.outcome == Outcome.failed]  # an error is not a verdict
     gates: dict[str, list[CheckResult]] = {}
     for c in failing:
         gates.setdefault(c.gate, []).append(c)
