@@ -254,6 +254,21 @@ class UsageCall(_Row):
     """Seconds from request to last byte (proxy only)."""
     http_status: int | None = None
     """HTTP status of the call (proxy only)."""
+    method: str | None = None
+    """HTTP method of the request (proxy only)."""
+    path: str | None = None
+    """Request target as received, query included, at most 300 characters (proxy only)."""
+    refused: bool | None = None
+    """Whether the proxy refused the request instead of forwarding it: a path, method or
+    model outside the trial's allow-list, or a token that is unknown, missing or not the
+    trial's own (then ``http_status`` is 400, 401 or 403, tokens are 0 and ``cost_usd`` 0);
+    proxy only."""
+    error: str | None = None
+    """Why the call was refused or did not complete normally (upstream unreachable, dropped
+    mid-stream, client gone); empty otherwise; proxy only."""
+    usage_missing: bool | None = None
+    """Whether a forwarded call answered 2xx without any usage figures: its tokens are then
+    unknown (recorded as 0) and ``cost_usd`` is null; proxy only."""
 
 
 class UsageRow(TrialKeys, UsageCall):

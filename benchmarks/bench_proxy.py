@@ -69,7 +69,7 @@ def main() -> int:
     path, body = request_body(args.api)
     with tempfile.TemporaryDirectory() as tmp, ScriptedServer(ScriptedConfig()) as upstream:
         up = Upstream(base_url=upstream.url, api_key="sk-bench")
-        config = ProxyConfig(anthropic=up, openai=up, usage_log=Path(tmp) / "usage.jsonl")
+        config = ProxyConfig(upstreams={"anthropic": up, "openai": up}, usage_log=Path(tmp) / "usage.jsonl")
         with MeteringProxy(config) as proxy:
             proxy.register("bench", {"trial_id": "bench"})
             direct = http.client.HTTPConnection(upstream.host, upstream.port)

@@ -108,7 +108,7 @@ def upstream():
 @pytest.fixture
 def proxy(upstream, tmp_path):
     ups = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
-    config = ProxyConfig(anthropic=ups, openai=ups, usage_log=tmp_path / "usage" / "proxy.jsonl")
+    config = ProxyConfig(upstreams={"anthropic": ups, "openai": ups}, usage_log=tmp_path / "usage" / "proxy.jsonl")
     with MeteringProxy(config) as px:
         px.register("tok-a", {"trial_id": "trial-a", "arm": "x"})
         px.set_attempt("tok-a", "e1", 1)
@@ -212,19 +212,19 @@ def test_upstream_dropping_mid_stream_breaks_the_client_stream_not_the_proxy(pro
     assert len(calls) == 3
     records = load_usage(proxy.config.usage_log)
     assert [r.seq for r in records] == [0, 1, 2]
-    assert records[0].error == "" and records[0].call.output_tokens == 57
-    assert records[1].error.startswith("upstream dropped mid-response")
+    assert records[0].call.error == "" and records[0].call.output_tokens == 57
+    assert records[1].call.error.startswith("upstream dropped mid-response")
     assert records[1].call.input_tokens == 120 and records[1].call.output_tokens == 1  # what came
 
 
 def test_unreachable_upstream_answers_502_and_is_recorded(tmp_path):
     ups = Upstream(base_url="http://127.0.0.1:9", api_key=UPSTREAM_KEY)
-    with MeteringProxy(ProxyConfig(anthropic=ups, usage_log=tmp_path / "u.jsonl")) as px:
+    with MeteringProxy(ProxyConfig(upstreams={"anthropic": ups}, usage_log=tmp_path / "u.jsonl")) as px:
         px.register("t", {"trial_id": "x"})
         resp = post(px, "/v1/messages", "t", {"model": "claude-sonnet-4-5", "stream": True})
         assert resp.status == 502
         (rec,) = px.records()
-        assert rec.call.http_status == 502 and rec.error.startswith("upstream unreachable")
+        assert rec.call.http_status == 502 and rec.call.error.startswith("upstream unreachable")
         assert post(px, "/v1/responses", "t", auth="bearer").status == 502  # no openai upstream
 
 
@@ -307,7 +307,7 @@ def test_scripted_models_go_to_the_simulated_upstream(upstream, tmp_path):
     real = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
     with ScriptedServer(ScriptedConfig()) as scripted:
         sim = Upstream(base_url=scripted.url, api_key="sk-sim")
-        config = ProxyConfig(anthropic=real, simulated=sim, usage_log=tmp_path / "u.jsonl")
+        config = ProxyConfig(upstreams={"anthropic": real, "openai": real, "scripted": sim}, usage_log=tmp_path / "u.jsonl")
         with MeteringProxy(config) as px:
             px.register("t", {"trial_id": "x"})
             body = {"model": "scripted/nop", "stream": True, "messages": [{"role": "user", "content": "hi"}]}

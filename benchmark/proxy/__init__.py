@@ -44,16 +44,19 @@ response), :mod:`~benchmark.proxy.protocols` (the metered APIs), :mod:`~benchmar
 """
 
 from benchmark.proxy.background import BackgroundServer
-from benchmark.proxy.meters import UsageMeter
+from benchmark.proxy.meters import (METERS, AnthropicMessagesMeter, OpenAIChatMeter,
+                                    OpenAIResponsesMeter, UsageMeter)
 from benchmark.proxy.prices import PRICING_FILE, ModelPrice, Price, PriceTable
-from benchmark.proxy.protocols import METERED_PATHS, Api
+from benchmark.proxy.protocols import PROTOCOL_NAMES, PROTOCOLS, Protocol, normalise_path, refusal
 from benchmark.proxy.reconcile import TOKEN_KINDS, Reconciliation, reconcile
 from benchmark.proxy.records import ProxyRecord, load_usage, load_usage_calls
 from benchmark.proxy.server import (SIMULATED_PREFIX, MeteringProxy, ModelEndpoint, ProxyConfig,
                                     TrialRegistration, Upstream, new_token)
 from benchmark.proxy.sse import SSEParser
 
-__all__ = ["Api", "BackgroundServer", "METERED_PATHS", "MeteringProxy", "ModelEndpoint",
-           "ModelPrice", "PRICING_FILE", "Price", "PriceTable", "ProxyConfig", "ProxyRecord",
-           "Reconciliation", "SIMULATED_PREFIX", "SSEParser", "TOKEN_KINDS", "TrialRegistration",
-           "Upstream", "UsageMeter", "load_usage", "load_usage_calls", "new_token", "reconcile"]
+__all__ = ["AnthropicMessagesMeter", "BackgroundServer", "METERS", "MeteringProxy",
+           "ModelEndpoint", "ModelPrice", "OpenAIChatMeter", "OpenAIResponsesMeter",
+           "PRICING_FILE", "PROTOCOLS", "PROTOCOL_NAMES", "Price", "PriceTable", "Protocol",
+           "ProxyConfig", "ProxyRecord", "Reconciliation", "SIMULATED_PREFIX", "SSEParser",
+           "TOKEN_KINDS", "TrialRegistration", "Upstream", "UsageMeter", "load_usage",
+           "load_usage_calls", "new_token", "normalise_path", "reconcile", "refusal"]

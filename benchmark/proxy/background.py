@@ -16,18 +16,17 @@ from benchmark.errors import MarathonError
 class BackgroundServer:
     """An aiohttp application served from its own event loop in a daemon thread.
 
-    Subclasses implement :meth:`make_app`. :meth:`start` returns once the socket listens (or
-    raises :class:`MarathonError`, e.g. when the address is taken); :meth:`stop` closes it.
-    Usable as a context manager.
+    Subclasses implement :meth:`make_app`. :meth:`start` returns once the TCP socket listens
+    (or raises :class:`MarathonError`, e.g. when the address is taken); :meth:`stop` closes it.
+    Usable as a context manager. While running, :meth:`open_unix_socket` and
+    :meth:`close_unix_socket` add and remove Unix sockets the same application is served on.
     """
 
     thread_name = "aio-server"
 
-    def __init__(self, host: str, port: int, unix_socket: Path | None = None):
+    def __init__(self, host: str, port: int):
         self.host = host
         """Address listened on."""
-        self.unix_socket = unix_socket
-        """Unix socket also listened on (mode 0666), or ``None``."""
         self._requested_port = port
         self.port: int | None = None
         """Port actually bound (set by :meth:`start`)."""
@@ -35,6 +34,7 @@ class BackgroundServer:
         """The server's event loop (while running)."""
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
+        self._unix_sites: dict[str, web.UnixSite] = {}
 
     async def make_app(self) -> web.Application:
         """Build the application (called on the server's loop)."""
@@ -96,11 +96,56 @@ class BackgroundServer:
         site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        if self.unix_socket is not None:
-            if len(str(self.unix_socket).encode()) >= 108:
-                raise OSError(f"Unix socket path too long (>= 108 bytes): {self.unix_socket}")
-            await web.UnixSite(self._runner, str(self.unix_socket)).start()
-            os.chmod(self.unix_socket, 0o666)
+
+    def _on_loop(self, coro, timeout_s: float = 30.0):
+        """Run a coroutine on the server's loop from another thread and return its result."""
+        if self.loop is None or self._thread is None:
+            coro.close()
+            raise MarathonError(f"{self.__class__.__name__} is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def open_unix_socket(self, path: Path) -> str:
+        """Also serve on a new Unix socket at ``path`` (mode 0666, so a container's uid 1000 can
+        connect; its directory must exist). Called from any thread but the loop's.
+
+        Returns:
+            The socket's path as the server sees it on each connection (the ``sockname`` of
+            requests that come in on it).
+
+        Raises:
+            MarathonError: the server is not running, the path is 108 bytes or longer, or the
+                socket cannot be made.
+        """
+        name = str(path)
+        if len(name.encode()) >= 108:
+            raise MarathonError(f"Unix socket path too long (>= 108 bytes): {name}")
+
+        async def start() -> None:
+            site = web.UnixSite(self._runner, name)
+            await site.start()
+            os.chmod(name, 0o666)
+            self._unix_sites[name] = site
+
+        try:
+            self._on_loop(start())
+        except OSError as e:
+            raise MarathonError(f"cannot listen on {name}: {e}") from None
+        return name
+
+    def close_unix_socket(self, name: str) -> None:
+        """Stop serving on a socket opened by :meth:`open_unix_socket` and delete its file
+        (idempotent; nothing happens once the server stopped)."""
+        async def stop() -> None:
+            site = self._unix_sites.pop(name, None)
+            if site is not None:
+                await site.stop()
+
+        if self.loop is not None and self._thread is not None:
+            self._on_loop(stop())
+        try:
+            os.unlink(name)
+        except FileNotFoundError:
+            pass
 
     async def _shutdown(self) -> None:
         if self._runner is not None:

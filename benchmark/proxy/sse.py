@@ -36,3 +36,35 @@ class SSEParser:
                 self._data.append(value[1:] if value.startswith(" ") else value)
         return events
 
+
+
+# An empty line ends an event; a line ends with CRLF, LF or CR (a CR directly before LF is CRLF).
+_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Cut the complete events off the front of an event-stream buffer.
+
+    Returns:
+        (the raw bytes of each complete event, its terminating empty line included; the bytes
+        left over, the start of an event not complete yet). Joining both gives ``buffer`` back.
+    """
+    events, start = [], 0
+    for m in _EVENT_END.finditer(buffer):
+        if m.start() < start:
+            continue
+        events.append(buffer[start:m.end()])
+        start = m.end()
+    return events, buffer[start:]
+
+
+def event_data(raw: bytes) -> str | None:
+    """The ``data`` of one raw event (its ``data:`` lines joined with LF), or ``None`` when it
+    has none (a comment, or an ``event:`` line alone)."""
+    data = []
+    for line in _LINE_END.split(raw.decode("utf-8", errors="replace")):
+        if line.startswith("data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(" ") else value)
+    return "\n".join(data) if data else None
