@@ -3,100 +3,20 @@ usage extraction for both APIs, auth, upstream errors and drops, the JSONL usage
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import logging
-import threading
 import time
 
 import pytest
-from aiohttp import web
 
 from benchmark.errors import MarathonError
-from benchmark.proxy import (BackgroundServer, MeteringProxy, PriceTable, ProxyConfig, SSEParser,
+from benchmark.proxy import (MeteringProxy, PriceTable, ProxyConfig, SSEParser,
                              Upstream, load_usage, load_usage_calls, reconcile)
 from benchmark.records import UsageCall
+from tests.proxy_helpers import ANTHROPIC_EVENTS, FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-secret"
-
-ANTHROPIC_EVENTS = [
-    {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-                                          "model": "claude-sonnet-4-5-20250929", "content": [],
-                                          "usage": {"input_tokens": 120, "output_tokens": 1,
-                                                    "cache_creation_input_tokens": 30,
-                                                    "cache_read_input_tokens": 400}}},
-    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
-    {"type": "content_block_stop", "index": 0},
-    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 57}},
-    {"type": "message_stop"},
-]
-OPENAI_EVENTS = [
-    {"type": "response.created", "response": {"id": "r1", "model": "gpt-5-codex", "status": "in_progress"}},
-    {"type": "response.output_item.done", "output_index": 0, "item": {"type": "message", "role": "assistant",
-                                                                      "content": [{"type": "output_text", "text": "hi"}]}},
-    {"type": "response.completed", "response": {
-        "id": "r1", "model": "gpt-5-codex", "status": "completed",
-        "usage": {"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 600},
-                  "output_tokens": 300, "output_tokens_details": {"reasoning_tokens": 200}}}},
-]
-
-
-def sse(event: dict) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
-
-
-class FakeUpstream(BackgroundServer):
-    """An upstream whose behaviour each test sets: ``mode`` is ``stream`` (events; after the
-    first one it waits for ``release``), ``status`` (answer ``status_code`` with a JSON error),
-    ``drop`` (first event, then the connection is cut) or ``json`` (a non-streamed body)."""
-
-    def __init__(self):
-        super().__init__("127.0.0.1", 0)
-        self.mode = "stream"
-        self.status_code = 529
-        self.release = threading.Event()
-        self.release.set()
-        self.seen: list[dict] = []
-
-    async def make_app(self) -> web.Application:
-        app = web.Application()
-        async def messages(request):
-            return await self.handle(request, ANTHROPIC_EVENTS)
-
-        async def responses(request):
-            return await self.handle(request, OPENAI_EVENTS)
-
-        app.router.add_post("/v1/messages", messages)
-        app.router.add_post("/v1/responses", responses)
-        return app
-
-    async def handle(self, request: web.Request, events: list[dict]) -> web.StreamResponse:
-        self.seen.append({"headers": dict(request.headers), "body": await request.read(),
-                          "path": request.path_qs})
-        if self.mode == "status":
-            return web.json_response({"type": "error", "error": {"type": "overloaded_error",
-                                                                 "message": "Overloaded"}},
-                                     status=self.status_code, headers={"x-upstream": "yes"})
-        if self.mode == "json":
-            last = events[-1]
-            doc = last.get("response") or {"model": events[0]["message"]["model"],
-                                           "usage": {**events[0]["message"]["usage"], "output_tokens": 57}}
-            return web.json_response(doc)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(sse(events[0]))
-        if self.mode == "drop":
-            await asyncio.sleep(0.05)
-            request.transport.abort()
-            return resp
-        while not self.release.is_set():
-            await asyncio.sleep(0.01)
-        for event in events[1:]:
-            await resp.write(sse(event))
-        await resp.write_eof()
-        return resp
 
 
 @pytest.fixture

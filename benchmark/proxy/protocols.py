@@ -103,11 +103,11 @@ def refusal(spec: ProtocolSpec | None, method: str, target: str) -> str | None:
                 return None
             return f"method {method} not allowed on {s.path} (only POST)"
     allowed = " or ".join(f"POST {s.path}" for s in specs)
+    if path in {s.path for s in specs}:
+        return f"query {_show('?' + query)} not allowed on {path}"
     canonical = normalise_path(target)
     if canonical in {s.path for s in specs}:
         return f"{method} {_show(target)} is a variant of {canonical}: only exactly {allowed} is forwarded"
-    if path in {s.path for s in specs}:
-        return f"query {_show('?' + query)} not allowed on {path}"
     return f"{method} {_show(target)} is not a metered model request (only {allowed})"
 
 
