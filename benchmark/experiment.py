@@ -170,7 +170,7 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
         if len(first["loc"]) > 1 and config_file is not None and where == f"{config_file}: {field}":
             where += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"][1:])
         msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "missing":
+        if first["type"] == "missing" and len(first["loc"]) == 1:
             msg = f"required (give {FLAGS.get(field, field)} or set {field} in -c FILE)"
         raise MarathonError(f"{where}: {msg}") from None
 

@@ -15,7 +15,7 @@ from benchmark.agents import get_agent
 from benchmark.driver import start_run
 from benchmark.errors import MarathonError
 from benchmark.experiment import load_config
-from benchmark.model_access import SIMULATION, ModelServices, model_upstreams
+from benchmark.model_access import SIMULATION, ModelServices, model_upstreams, trial_route
 from benchmark.providers import Provider
 from benchmark.records import TrialKeys
 from benchmark.sandbox import PROXY_SOCKET, PROXY_URL
@@ -53,6 +53,34 @@ def test_model_access_errors_are_one_line(agent, model, env, message):
     with pytest.raises(MarathonError) as err:
         model_upstreams([keys(agent, model)], AGENTS, env)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+PROVIDERS = {"local": Provider(protocol="openai-chat", base_url="http://127.0.0.1:8000/v1"),
+             "gw": Provider(protocol="anthropic-messages", base_url="https://gw.example", key_env="GW_KEY")}
+
+
+@pytest.mark.parametrize("agent, model, message", [
+    ("codex", "local/qwen3", "--model local/qwen3: provider local speaks openai-chat, agent codex speaks openai-responses"),
+    ("claude-code", "gw/claude-x", "--model gw/claude-x: provider gw takes its key from GW_KEY: set it"),
+    ("claude-code", "vllm/qwen3", "--model vllm/qwen3: unknown provider 'vllm' (declare [providers.vllm]"),
+    ("claude-code", "openai/gpt-5", "--model openai/gpt-5: provider openai speaks openai-responses and openai-chat, agent claude-code speaks anthropic-messages"),
+    ("claude-code", "gw/", "--model gw/: no model name after the provider gw/"),
+])
+def test_provider_errors_are_one_line(agent, model, message):
+    with pytest.raises(MarathonError) as err:
+        model_upstreams([keys(agent, model)], AGENTS, {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k"}, PROVIDERS)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_provider_routes():
+    env = {"GW_KEY": "sk-gw", "OPENAI_API_KEY": "sk-o"}
+    route = trial_route(keys("claude-code", "gw/claude-x"), AGENTS["claude-code"], PROVIDERS, env)
+    assert (route.provider, route.protocol, route.upstream_model, route.base_url, route.key_env) == \
+        ("gw", "anthropic-messages", "claude-x", "https://gw.example", "GW_KEY")
+    route = trial_route(keys("codex", "openai/gpt-5"), AGENTS["codex"], PROVIDERS, env)
+    assert (route.provider, route.upstream_model, route.base_url) == ("openai", "gpt-5", "https://api.openai.com")
+    route = trial_route(keys("codex", "scripted/oracle"), AGENTS["codex"], PROVIDERS, {})
+    assert route.simulated and route.upstream_model == "scripted/oracle"
 
 
 @pytest.mark.parametrize("flags, message", [
