@@ -190,15 +190,16 @@ class AttemptRow(TrialKeys):
     (``artifacts/<trial>/<episode>/<attempt>``: prompt.md, transcript, workspace.diff,
     score.json)."""
     proxy_calls: int | None = None
-    """Model requests the metering proxy recorded for the attempt (any HTTP status); null for
-    agents that use no model."""
+    """Requests the metering proxy recorded for the attempt (any HTTP status, refused ones
+    included); null for agents that use no model."""
     cost_usd: float | None = None
     """Cost in USD of the attempt's model calls, the sum of the proxy rows' costs (prices from
     ``pricing.toml``); null for agents that use no model or when a model has no price."""
-    reconciliation: Literal["match", "mismatch", "no_agent_usage"] | None = None
+    reconciliation: Literal["match", "mismatch", "no_agent_usage", "unmetered"] | None = None
     """Proxy vs agent usage, token kind by kind, summed over the attempt: ``match``,
-    ``mismatch`` (see ``reconciliation_diff``) or ``no_agent_usage`` (the agent reported none,
-    e.g. killed at the time limit); null for agents that use no model."""
+    ``mismatch`` (see ``reconciliation_diff``), ``no_agent_usage`` (the agent reported none,
+    e.g. killed at the time limit) or ``unmetered`` (a 2xx proxy call carried no usage figures,
+    so nothing is compared); null for agents that use no model."""
     reconciliation_diff: str | None = None
     """On ``mismatch``, agent minus proxy for each differing token kind, e.g.
     ``output_tokens +12, input_tokens -3``; empty otherwise; null for agents that use no

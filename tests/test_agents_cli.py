@@ -44,7 +44,7 @@ def stack(tmp_path_factory):
     try:
         with ScriptedServer(ScriptedConfig()) as upstream:
             up = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
-            config = ProxyConfig(container_url=PROXY_URL, upstreams={"anthropic": up, "openai": up},
+            config = ProxyConfig(container_url=PROXY_URL, upstreams={"scripted": up},
                                  usage_log=usage_log)
             with MeteringProxy(config) as proxy:
                 yield {"run_id": run_id, "socket_dir": socket_dir, "proxy": proxy,
