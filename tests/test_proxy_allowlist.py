@@ -156,10 +156,14 @@ def test_a_model_other_than_the_trials_is_refused_and_recorded(proxy, upstream):
                 json.dumps({"model": 7}).encode()):
         status, _, _ = raw_request(where, "POST", "/v1/messages", token="tok", body=bad)
         assert status == 400
+    # a huge model name is refused without bloating the record
+    status, _, answer = raw_request(where, "POST", "/v1/messages", token="tok", body=body("x" * 1_000_000))
+    assert status == 403 and len(answer) < 2000
     assert upstream.seen == []
     rows = proxy.records()
-    assert [r.call.http_status for r in rows] == [403, 400, 400, 400, 400]
+    assert [r.call.http_status for r in rows] == [403, 400, 400, 400, 400, 403]
     assert all(r.call.refused for r in rows) and rows[0].request_model == "claude-opus-4-1"
+    assert len(rows[-1].model_dump_json()) < 2000
 
 
 def test_head_root_is_answered_by_the_proxy_itself_and_not_recorded(proxy, upstream):

@@ -41,8 +41,9 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriz
 #: about the method the upstream acts on).
 _DROPPED = {"x-api-key", "authorization", "accept-encoding", "x-http-method-override",
             "x-http-method", "x-method-override"}
-#: Longest request target kept in a record.
+#: Longest request target, and requested model name, kept in a record or a message.
 _MAX_TARGET = 300
+_MAX_MODEL = 200
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -381,7 +382,7 @@ class MeteringProxy(BackgroundServer):
             return error_response(style, 403, "permission_error", why)
         why = refusal(spec, req.method, req.target)
         if why is not None:
-            req.model = _model_of(await request.read())
+            req.model = _model_of(await request.read())[:_MAX_MODEL]
             self._refuse(reg, req, 403, why)
             return error_response(style, 403, "permission_error", why)
         spec = spec or BY_PATH[req.target.split("?", 1)[0]]
@@ -395,8 +396,8 @@ class MeteringProxy(BackgroundServer):
             why = "the request body is not a JSON object naming a model"
             self._refuse(reg, req, 400, why)
             return error_response(style, 400, "invalid_request_error", why)
-        req.model = doc["model"]
-        if reg.models is not None and req.model not in reg.models:
+        req.model = doc["model"][:_MAX_MODEL]
+        if reg.models is not None and doc["model"] not in reg.models:
             why = f"model {req.model!r} is not this trial's (allowed: {', '.join(reg.models)})"
             self._refuse(reg, req, 403, why)
             return error_response(style, 403, "permission_error", why)
@@ -501,7 +502,7 @@ class MeteringProxy(BackgroundServer):
 
     def _record(self, reg: TrialRegistration, req: _Request, meter: UsageMeter, *,
                 refused: bool, inflight: bool = False) -> None:
-        model = meter.model or req.model or "unknown"
+        model = (meter.model or req.model or "unknown")[:_MAX_MODEL]
         ok = 200 <= req.status < 300
         call = UsageCall(source="proxy", api_model=model, input_tokens=meter.input_tokens,
                          output_tokens=meter.output_tokens,
