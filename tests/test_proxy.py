@@ -162,6 +162,19 @@ def test_usage_file_rows_load_as_usage_calls_and_a_torn_last_line_is_skipped(pro
     assert load_usage(path)[0].keys == {"trial_id": "trial-a", "arm": "x"}
 
 
+def test_usage_lines_of_the_previous_record_format_still_load(tmp_path):
+    old = {"seq": 0, "time": "2026-11-21T10:00:00Z", "trial_id": "t", "keys": {"trial_id": "t"},
+           "episode": "e1", "attempt": 1, "api": "openai", "path": "/v1/responses",
+           "request_model": "gpt-5-codex", "stream": True, "ttfb_s": 0.1, "error": "boom",
+           "call": {"source": "proxy", "api_model": "gpt-5-codex", "input_tokens": 3,
+                    "output_tokens": 4, "http_status": 200}}
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    (rec,) = load_usage(path)
+    assert rec.protocol == "openai-responses" and rec.call.path == "/v1/responses"
+    assert rec.call.error == "boom" and rec.call.input_tokens == 3 and rec.call.refused is None
+
+
 def test_head_root_answers_and_the_proxy_needs_a_free_address(proxy, tmp_path):
     conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=5)
     conn.request("HEAD", "/")
