@@ -64,10 +64,11 @@ REPORT_DIR = "/scorer/report"
 #: pytest process K runs the product as uid and gid ``PRODUCT_UID_BASE + K``.
 PRODUCT_UID_BASE = 2000
 #: The runner's capabilities (it runs as uid 0; every other capability is dropped):
-#: SETUID/SETGID to start product processes as the product uid, KILL to kill them, DAC_OVERRIDE
-#: and FOWNER to read, write and remove the product's files whatever modes it set, SYS_PTRACE
-#: to read ``/proc/PID/syscall`` of a product process (is it blocked reading its stdin?).
-RUNNER_CAPABILITIES = ("SETUID", "SETGID", "KILL", "DAC_OVERRIDE", "FOWNER", "SYS_PTRACE")
+#: SETUID/SETGID to start product processes as the product uid, KILL to kill them, CHOWN to give
+#: the product its copy of the snapshot, DAC_OVERRIDE and FOWNER to read, write and remove the
+#: product's files whatever modes it set, SYS_PTRACE to read ``/proc/PID/syscall`` of a product
+#: process (is it blocked reading its stdin?).
+RUNNER_CAPABILITIES = ("SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SYS_PTRACE")
 #: JUnit property the runner (``marathon_claim``) sets on a check without a verdict.
 NO_VERDICT_PROPERTY = "marathon_no_verdict"
 
