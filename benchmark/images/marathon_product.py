@@ -12,7 +12,7 @@ directory for the check's inputs and the product's state. Its runs:
   trace the runner, read the runner's ``/proc`` entries or environment (the seed), or enter
   ``/scorer`` (gates, reports). Without ``MARATHON_PRODUCT_UID`` (gates run on a development
   host) the product runs as the current user;
-- get a scrubbed environment (``PATH``, ``HOME``, ``LANG``, plus the gate's extras), their own
+- get a scrubbed environment (``PATH``, ``HOME``, ``LANG`` or the gate's choice, plus extras), their own
   session (process group: killing a run kills its group), and ``oom_score_adj`` 1000 (under
   memory pressure the kernel kills product processes before the runner);
 - have their output captured up to :data:`OUTPUT_LIMIT` bytes per stream (the rest is read and
@@ -624,14 +624,14 @@ class Product:
         except (OSError, shutil.Error) as error:
             self._unusable = f"the snapshot could not be copied for the product: {str(error)[:300]}"
 
-    def _popen(self, args, stdout) -> subprocess.Popen:
+    def _popen(self, args, stdout, env: dict | None = None) -> subprocess.Popen:
         if self._unusable:
             import pytest
 
             pytest.fail(self._unusable, pytrace=False)
         return subprocess.Popen(
             self._as_product([*self.command, *[str(arg) for arg in args]]), cwd=self.workdir,
-            env=self._environment(), stdin=subprocess.PIPE, stdout=stdout, stderr=stdout,
+            env=self._environment(env), stdin=subprocess.PIPE, stdout=stdout, stderr=stdout,
             start_new_session=True)
 
     def _as_product(self, argv: list[str]) -> list[str]:
@@ -653,36 +653,40 @@ class Product:
         return path
 
     def env(self) -> dict[str, str]:
-        """Extra environment variables for the next run (called once per run; default none)."""
-        return {}
+        """Environment variables of the next run besides PATH and HOME (called once per run, in
+        the order runs start); default ``LANG=C.UTF-8``. Gates override it, e.g. to vary
+        ``PYTHONHASHSEED`` from run to run."""
+        return {"LANG": "C.UTF-8"}
 
-    def _environment(self) -> dict[str, str]:
+    def _environment(self, extra: dict | None) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-                "HOME": str(self.home), "LANG": "C.UTF-8", **self.env()}
+                "HOME": str(self.home), **self.env(), **(extra or {})}
 
     def spawn(self, *args, stdin: bytes | str | None = None, timeout: float = DEFAULT_TIMEOUT,
-              expect_ok: str | None = None) -> Pending:
+              expect_ok: str | None = None, env: dict | None = None) -> Pending:
         """Start the product with ``args`` in the background; ``.result()`` collects it.
 
         Runs that do not depend on each other can go on at the same time. ``stdin`` (bytes or
         str) is fed to the process (empty without it). ``expect_ok``: if given, ``.result()``
-        requires exit 0 and prefixes the failure message with it.
+        requires exit 0 and prefixes the failure message with it. ``env``: variables added to
+        this run's environment.
         """
         if isinstance(stdin, str):
             stdin = stdin.encode("utf-8")
-        run = Pending(self, self._popen(args, subprocess.PIPE), [str(a) for a in args],
+        run = Pending(self, self._popen(args, subprocess.PIPE, env), [str(a) for a in args],
                       stdin or b"", timeout, expect_ok)
         self._runs.append(run)
         return run
 
-    def run(self, *args, stdin: bytes | str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Result:
+    def run(self, *args, stdin: bytes | str | None = None, timeout: float = DEFAULT_TIMEOUT,
+            env: dict | None = None) -> Result:
         """Run the product with ``args`` to completion and return its Result (see :meth:`spawn`;
         a run over ``timeout`` seconds fails the check, or gives no verdict if starved)."""
-        return self.spawn(*args, stdin=stdin, timeout=timeout).result()
+        return self.spawn(*args, stdin=stdin, timeout=timeout, env=env).result()
 
-    def start(self, *args) -> Streaming:
+    def start(self, *args, env: dict | None = None) -> Streaming:
         """Start the product with a stdin pipe the check feeds (output discarded; for kill tests)."""
-        run = Streaming(self, self._popen(args, subprocess.DEVNULL), [str(a) for a in args])
+        run = Streaming(self, self._popen(args, subprocess.DEVNULL, env), [str(a) for a in args])
         self._runs.append(run)
         return run
 

@@ -104,18 +104,19 @@ class LedgerRunner(Product):
         """``PYTHONHASHSEED`` of the next run: from the seed, the check and the call number."""
         self._calls += 1
         key = f"{self._seed}/{self._check}/{self._calls}".encode("utf-8")
-        return {"PYTHONHASHSEED": str(zlib.crc32(key) % 4_000_000_000 + 1)}
+        return {"LANG": "C.UTF-8", "PYTHONHASHSEED": str(zlib.crc32(key) % 4_000_000_000 + 1)}
 
     def ingest(self, source, state: Path, *extra, stdin: bytes | str | None = None,
-               expect_ok: bool = True) -> Result:
+               expect_ok: bool = True, env: dict | None = None) -> Result:
         """Run ``ingest SOURCE --state STATE EXTRA...``; by default require exit 0."""
-        return self.spawn_ingest(source, state, *extra, stdin=stdin, expect_ok=expect_ok).result()
+        return self.spawn_ingest(source, state, *extra, stdin=stdin, expect_ok=expect_ok,
+                                 env=env).result()
 
     def spawn_ingest(self, source, state: Path, *extra, stdin: bytes | str | None = None,
-                     expect_ok: bool = True) -> Pending:
+                     expect_ok: bool = True, env: dict | None = None) -> Pending:
         """Start ``ingest SOURCE --state STATE EXTRA...`` in the background (see :meth:`spawn`)."""
         return self.spawn("ingest", source, "--state", state, *extra, stdin=stdin,
-                          expect_ok="ingest failed: " if expect_ok else None)
+                          expect_ok="ingest failed: " if expect_ok else None, env=env)
 
 
 @pytest.fixture
