@@ -1,0 +1,72 @@
+"""``marathon_product`` (the scorer image's product runner) on the host: the starvation rule,
+the kernel figures it reads, output bounds, and the per-check clean-up of the product's files.
+
+The attacks through a real scorer container are in tests/test_scorer_attacks.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.images import RECIPES
+
+sys.path.insert(0, str(RECIPES))
+import marathon_product as mp  # noqa: E402
+
+PRODUCT = Path(__file__).parent / "fixtures" / "hostile" / "reference" / "e1"
+
+
+@pytest.mark.parametrize("on_cpu, waiting, container, starved", [
+    (0.4, 19.3, 0.9, True),     # the host gave it 2% of a CPU: no verdict
+    (0.4, 19.3, None, True),    # container usage unknown: the run's own figures decide
+    (0.1, 0.2, 0.3, False),     # hung: asleep, neither running nor waiting
+    (19.0, 0.8, 19.5, False),   # spinning on a free CPU
+    (0.3, 19.0, 38.0, False),   # waiting, but the container kept two CPUs busy: self-inflicted
+    (6.0, 13.0, 7.0, False),    # ran for 30% of the time: slow, not starved
+])
+def test_starvation_rule(on_cpu, waiting, container, starved):
+    use = mp.CpuUse(wall_s=20.0, on_cpu_s=on_cpu, waiting_s=waiting, container_cpu_s=container)
+    assert use.starved is starved
+    assert "of 20.0 s" in use.describe()
+
+
+def test_measure_reads_the_kernel_figures_of_a_run():
+    sleeper = subprocess.Popen(["sleep", "5"], start_new_session=True)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+    try:
+        started = time.monotonic()
+        time.sleep(0.5)
+        asleep = mp.measure(sleeper.pid, started, None)
+        busy = mp.measure(spinner.pid, started, None)
+    finally:
+        sleeper.kill(), spinner.kill(), sleeper.wait(), spinner.wait()
+    assert asleep.on_cpu_s < 0.05 and asleep.waiting_s < 0.05 and not asleep.starved
+    assert busy.on_cpu_s + busy.waiting_s > 0.3  # it was running or runnable all along
+
+
+def test_output_is_kept_up_to_the_limit_and_the_run_fails_at_its_time_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(mp, "OUTPUT_LIMIT", 1 << 20)
+    product = mp.Product(PRODUCT, tmp_path, [sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('x' * 65536)"])
+    try:
+        pending = product.spawn(timeout=1)
+        with pytest.raises(BaseException, match="did not finish within 1 s") as failed:
+            pending.result()
+        assert type(failed.value).__name__ == "Failed"  # a verdict: it spun, it was not starved
+        assert len(pending._output[0]) == 1 << 20
+    finally:
+        product.close()
+
+
+def test_remove_user_files_takes_what_the_uid_owns_and_follows_no_link(tmp_path):
+    (tmp_path / "dir" / "sub").mkdir(parents=True)
+    (tmp_path / "dir" / "sub" / "big").write_bytes(b"x" * 1000)
+    (tmp_path / "to-etc").symlink_to("/etc")
+    (tmp_path / "to-passwd").symlink_to("/etc/passwd")
+    assert mp.remove_user_files(os.getuid(), (str(tmp_path),)) == 3
+    assert list(tmp_path.iterdir()) == [] and Path("/etc/passwd").exists()
