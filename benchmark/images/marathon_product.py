@@ -12,9 +12,9 @@ directory for the check's inputs and the product's state. Its runs:
   trace the runner, read the runner's ``/proc`` entries or environment (the seed), or enter
   ``/scorer`` (gates, reports). Without ``MARATHON_PRODUCT_UID`` (gates run on a development
   host) the product runs as the current user;
-- get a scrubbed environment (``PATH``, ``HOME``, ``LANG`` or the gate's choice, plus extras), their own
-  session (process group: killing a run kills its group), and ``oom_score_adj`` 1000 (under
-  memory pressure the kernel kills product processes before the runner);
+- get a scrubbed environment (``PATH``, ``HOME``, ``LANG`` or the gate's choice, plus extras),
+  their own session (process group: killing a run kills its group), and ``oom_score_adj``
+  1000 (under memory pressure the kernel kills product processes before the runner);
 - have their output captured up to :data:`OUTPUT_LIMIT` bytes per stream (the rest is read and
   dropped), so a product that writes without end cannot exhaust the runner's memory;
 - have a time limit. A run past it is killed and fails the check (the product hung or is too
@@ -34,8 +34,8 @@ import fcntl
 import os
 import platform
 import select
-import shutil
 import selectors
+import shutil
 import signal
 import stat
 import subprocess
