@@ -176,6 +176,22 @@ def test_gate_source_and_seed_never_reach_a_message(tmp_path, hostile, scorer_im
         assert str(SEED) not in result.message, result.message
 
 
+def test_runner_does_not_write_an_input_through_a_link_the_product_left(tmp_path, hostile, scorer_image):
+    """After its first run the product leaves, where the check writes its next input, a symbolic
+    link into the report directory, for the runner (root) to write through: the runner removes
+    the link and writes a file of its own; nothing lands among the reports."""
+    attack = """
+        from pathlib import Path
+        source = Path(sys.argv[2])
+        if source.name == "input-1.txt":
+            (source.parent / "input-2.txt").symlink_to("/scorer/report/planted")
+        print(source.read_text().strip())
+    """
+    got = run(product(tmp_path, attack, on="echo"), hostile, scorer_image)
+    assert got["test_echo_input"].outcome == Outcome.passed, got["test_echo_input"].message
+    assert_unharmed(got, *CHECKS)
+
+
 def test_product_cannot_fill_the_scorer_and_its_writes_do_not_outlive_the_check(tmp_path, hostile, scorer_image):
     """The product writes as much as it can everywhere: only the sized /tmp and /dev/shm take
     anything (the root file system is read-only; the reports and snapshot are out of reach),

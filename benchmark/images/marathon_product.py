@@ -647,8 +647,19 @@ class Product:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--", *argv]
 
     def path(self, name: str) -> Path:
-        """A path in the scratch directory ``data/`` (parents created, open to the product)."""
+        """A path in the scratch directory ``data/`` (parents created, open to the product).
+
+        A symbolic link found on the way that leads out of the scratch directory is removed
+        first: the product may have left one where the check is about to write an input, to
+        make the runner (root) write through it.
+        """
         path = self.tmp / "data" / name
+        scratch = self.tmp.resolve()
+        relative = path.relative_to(self.tmp)
+        for part in [*reversed(relative.parents), relative][1:]:
+            candidate = self.tmp / part
+            if candidate.is_symlink() and not candidate.resolve().is_relative_to(scratch):
+                candidate.unlink()
         _shared_dir(path.parent)
         return path
 
