@@ -445,6 +445,7 @@ class Pending(_Run):
         self._expect_ok = expect_ok
         self._output: tuple[bytes, bytes] = (b"", b"")
         self._overrun: CpuUse | None = None
+        self._crash: Exception | None = None
         self._thread = threading.Thread(target=self._communicate, args=(stdin,), daemon=True)
         self._thread.start()
 
@@ -456,7 +457,8 @@ class Pending(_Run):
                 self._overrun = self.cpu_use()  # before the kill: the processes are still there
                 self.kill_group()
                 _drain(self.proc, out, err)
-        except Exception:  # noqa: BLE001 - reported by result() as a crash of the run
+        except Exception as error:  # noqa: BLE001 - reported by result(): no verdict
+            self._crash = error
             self.kill_group()
         finally:
             for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -471,7 +473,8 @@ class Pending(_Run):
         """Wait for the run to finish and return its Result.
 
         Raises:
-            NoVerdict: the run overran its time limit because the host starved it.
+            NoVerdict: the run overran its time limit because the host starved it, or the
+                runner failed while feeding or reading it.
             pytest's Failed: the run overran its time limit otherwise (it hung or is too slow),
                 or ``expect_ok`` was given and it exited non-zero.
         """
@@ -479,6 +482,8 @@ class Pending(_Run):
 
         self._thread.join()
         out, err = self._output
+        if self._crash is not None:
+            raise NoVerdict(f"the runner failed while running {self.command}: {self._crash!r}")
         if self._overrun is not None:
             text = (f"{self.command} did not finish within {self._timeout:g} s "
                     f"({self._overrun.describe()})")
