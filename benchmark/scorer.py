@@ -264,7 +264,7 @@ def parse_junit(reports: list[bytes], checks: list[CheckSpec],
 
 def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
           image: str, limits: ScorerLimits | None = None,
-          labels: dict[str, str] | None = None) -> list[CheckResult]:
+          labels: dict[str, str] | None = None, tmp_dir: Path | None = None) -> list[CheckResult]:
     """Score a snapshot against every gate active after ``through_episode``.
 
     Args:
@@ -276,6 +276,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         limits: container limits and timeouts; defaults to :class:`ScorerLimits()`.
         labels: extra Docker labels for the scoring container (the driver passes the run id
             under :data:`~benchmark.docker_env.LABEL` so a dead run's leftovers are found).
+        tmp_dir: host directory for the scoring's private temporary directory (the driver
+            gives its run's, so a killed run's leftovers are found); default: the system's.
 
     Returns:
         One :class:`CheckResult` per declared check, in gate then source order.
@@ -300,7 +302,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
     # The reports come back through a bind-mounted host directory (reading them with
     # get_archive cost ~0.1 s); it is world-writable for the container's uid, inside a private
     # (0700) directory no other host user can enter.
-    with tempfile.TemporaryDirectory(prefix="marathon-score-", ignore_cleanup_errors=True) as private:
+    with tempfile.TemporaryDirectory(prefix="marathon-score-", dir=tmp_dir,
+                                     ignore_cleanup_errors=True) as private:
         report_dir = Path(private) / "report"
         report_dir.mkdir()
         report_dir.chmod(0o777)

@@ -74,8 +74,9 @@ def test_commit_archive_restore_round_trip(sandbox, tmp_path: Path):
     sandbox.run("echo ignored > build.log && echo 'build.log' > .gitignore")
     commit = sandbox.commit("marathon: e1 attempt 1")
     assert commit and commit != base
-    assert "+alpha" in sandbox.diff(base, commit)
-    archive = sandbox.archive()
+    assert sandbox.diff(base, commit, tmp_path / "workspace.diff") > 0
+    assert "+alpha" in (tmp_path / "workspace.diff").read_text()
+    archive = sandbox.archive(tmp_path / "workspace.tar").path
     snap = extract_snapshot(archive, tmp_path / "snap")
     assert (snap / "notes" / "a.txt").read_text() == "alpha\n"
     assert (snap / "build.log").is_file()          # ignored files are scored too
