@@ -406,8 +406,8 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
              f"resume with `marathon run --resume {run_dir}`[/]")
 
     def on_fault(error: OSError) -> None:
-        if not fault:
-            fault.append(describe(error))
+        if not fault:  # unnamed faults come from writes into the run directory (e.g. a transcript)
+            fault.append(describe(error) if error.filename else f"{run_dir}: {describe(error)}")
         halt(f"[red]storage fault: {fault[0]}: stopping the run[/]")
 
     def _watch(pending: set) -> None:

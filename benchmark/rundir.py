@@ -76,7 +76,9 @@ def acquire(run_dir: Path, wait_s: float = 1.0) -> int:
         MarathonError: another driver holds the lock.
         OSError: the lock file cannot be created (e.g. a read-only run directory).
     """
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    # Read-only: flock needs no write access, and a file open for writing would keep the file
+    # system from being remounted read-only.
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait_s
     while True:
         try:

@@ -300,7 +300,7 @@ def extract_snapshot(archive: Path | bytes, dest: Path) -> Path:
     """
     dest.mkdir(parents=True, exist_ok=True)
     source = io.BytesIO(archive) if isinstance(archive, bytes) else open(archive, "rb")
-    with source, tarfile.open(fileobj=source, mode="r|") as tar:
+    with naming(dest), source, tarfile.open(fileobj=source, mode="r|") as tar:
         for member in tar:
             parts = PurePosixPath(member.name).parts
             if len(parts) < 2 or parts[1] == ".git":
@@ -627,13 +627,14 @@ class Sandbox:
                         apparent += member.size
                         if entries > limits.archive_max_files:
                             raise ArchiveOverLimit(
-                                f"workspace has over {limits.archive_max_files} entries "
-                                "(SandboxLimits.archive_max_files)")
+                                f"workspace over the archive limit of {limits.archive_max_files} "
+                                "entries (SandboxLimits.archive_max_files)")
                         if apparent > limits.archive_max_bytes:
                             raise ArchiveOverLimit(
-                                f"workspace over {_mib(limits.archive_max_bytes)} "
-                                f"(SandboxLimits.archive_max_bytes): {_mib(apparent)} so far, "
-                                f"{member.name} alone {_mib(member.size)} (apparent sizes)")
+                                f"workspace over the archive limit of "
+                                f"{_mib(limits.archive_max_bytes)} (SandboxLimits."
+                                f"archive_max_bytes): at least {_mib(apparent)} (apparent "
+                                f"sizes), {member.name} {_mib(member.size)}")
                 tee.drain()
         except BaseException:
             dest.unlink(missing_ok=True)
