@@ -13,15 +13,20 @@ Run directory layout (``<out>/<run id>/``)::
     trials|episodes|attempts|checks|usage.parquet   consolidated tables
     parts/<table>/<trial>.<episode>.parquet         one part per finished episode
     workspaces/<trial>/<episode>.tar                /workspace (with .git) after the episode
+                                   (<episode>.git.tar: .git alone, when over the archive limits)
     capsules/<trial>.json, evidence/<trial>.jsonl    governed trials: capsule, evidence ledger
     artifacts/<trial>/<episode>/<attempt>/          prompt.md, transcript, workspace.diff, score.json
     errors.log                     tracebacks of trials that failed (the run stays resumable)
+    .lock                          held by the driver working on the run (benchmark.rundir)
 
 Crash safety: a killed driver (SIGKILL, power loss) loses at most the episodes in flight.
-:func:`resume_run` removes the dead session's containers and network (found by label), and
-restarts each unfinished trial at its first unfinished episode from the archived workspace of
-the last finished one. SIGINT/SIGTERM stop cleanly: containers are removed at once, finished
-episodes are kept, and the run is resumable.
+:func:`resume_run` checks that the plan recomputed from the manifest is the one the run started
+with (:func:`plan_components`), removes the dead session's containers (found by the run's nonce
+label, so never another run's), temp files and host temporary directories, and restarts each
+unfinished trial at its first unfinished episode from the archived workspace of the last
+finished one. SIGINT/SIGTERM stop cleanly: containers are removed at once, finished episodes are
+kept, and the run is resumable. A storage fault (disk full, read-only directory) stops the run
+the same way and is recorded as ``failed`` with its reason.
 """
 
 from __future__ import annotations

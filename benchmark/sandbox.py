@@ -12,15 +12,24 @@ model agent's container reaches exactly one thing, the metering proxy: the proxy
 sits alone in a per-run host directory bind-mounted read-only at :data:`PROXY_DIR`, and PID 1
 keeps a forwarder running (``socat`` from ``127.0.0.1:``:data:`FORWARD_PORT` to that socket,
 restarted whenever it dies, e.g. when the uid-1000 processes are killed after an attempt), so the
-CLIs use ``http://127.0.0.1:<FORWARD_PORT>`` (:data:`PROXY_URL`). Containers carry the labels
-:data:`~benchmark.docker_env.LABEL` (run id) and :data:`TRIAL_LABEL` (trial id), so the leftovers
-of a dead run are found and removed by :func:`remove_run_resources`.
+CLIs use ``http://127.0.0.1:<FORWARD_PORT>`` (:data:`PROXY_URL`). Containers are named
+``marathon-<run id>-<nonce>-<trial id>`` and carry the labels :data:`~benchmark.docker_env.LABEL`
+(run id), :data:`~benchmark.rundir.NONCE_LABEL` (the run directory's nonce) and
+:data:`TRIAL_LABEL` (trial id), so the leftovers of a dead run, and only that run's, are found
+and removed by :func:`remove_run_resources`.
 
 Operations: :meth:`Sandbox.exec` with a time limit (every uid-1000 process is killed when it runs
-over), :meth:`Sandbox.commit` (``git add -A; git commit --allow-empty``), :meth:`Sandbox.archive`
-(a tar of ``/workspace`` with ``.git``, which :meth:`Sandbox.restore` puts back),
-:func:`extract_snapshot` (that tar to a host directory without ``.git``, for the scorer) and
-:meth:`Sandbox.diff`.
+over; output bounded in memory and on disk), :meth:`Sandbox.commit` (``git add -A; git commit
+--allow-empty``), :meth:`Sandbox.archive` (a tar of ``/workspace`` with ``.git``, streamed to a
+host file within :class:`SandboxLimits`' archive limits, which :meth:`Sandbox.restore` puts
+back), :func:`extract_snapshot` (that tar to a host directory without ``.git``, for the scorer,
+streamed) and :meth:`Sandbox.diff` (to a file).
+
+What a hostile workspace can cost the host is bounded: archives never pass through memory and
+stop at the first entry over :attr:`SandboxLimits.archive_max_bytes` (apparent sizes, so a
+sparse file counts its full length) or :attr:`SandboxLimits.archive_max_files`
+(:class:`ArchiveOverLimit`); a command's output is kept to its last 64 KiB in memory and to
+:attr:`SandboxLimits.output_max_bytes` in a file.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ from test_records import assert_files_match_doc
 
 pytestmark = pytest.mark.docker
 
-RUN = ["--marathon", str(TINY), "--arm", "prompt-only", "--agent", "oracle", "--agent", "nop",
-       "--no-progress"]
+RUN = ["--marathon", str(TINY), "--arm", "prompt-only", "--no-progress"]
+BOTH = ("--agent", "oracle", "--agent", "nop")
+ORACLE = ("--agent", "oracle")
 
 
 def unique(name: str) -> str:
@@ -41,7 +42,8 @@ def unique(name: str) -> str:
 
 
 def start(out: Path, run_id: str, *extra: str) -> subprocess.Popen:
-    """``marathon run`` of the tiny marathon (oracle and nop, 2 x 2 episodes) in the background."""
+    """``marathon run`` of the tiny marathon (2 episodes; agents and more flags in ``extra``)
+    in the background."""
     return subprocess.Popen(
         [sys.executable, "-c", "from benchmark.cli import main; main()", "run", *RUN,
          "--out", str(out), "--run-id", run_id, *extra],
@@ -81,7 +83,7 @@ def finished(tmp_path_factory) -> Path:
     """A complete run of the tiny marathon, one episode (copy it before changing it)."""
     out = tmp_path_factory.mktemp("finished")
     run_id = unique("done")
-    proc = run_cli("run", *RUN, "--episodes", "1", "--out", str(out), "--run-id", run_id)
+    proc = run_cli("run", *RUN, *BOTH, "--episodes", "1", "--out", str(out), "--run-id", run_id)
     assert proc.returncode == 0, proc.stderr
     return out / run_id
 
@@ -96,12 +98,12 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 
 def test_two_runs_with_one_run_id_in_two_directories_both_complete(tmp_path: Path):
     run_id = unique("same")
-    a, b = start(tmp_path / "a", run_id), start(tmp_path / "b", run_id)
+    a, b = (start(tmp_path / d, run_id, *BOTH, "--episodes", "1", "--jobs", "2") for d in "ab")
     out_a, out_b = a.communicate(timeout=300), b.communicate(timeout=300)
     assert a.returncode == 0 and b.returncode == 0, (out_a[1], out_b[1])
     runs = [tmp_path / "a" / run_id, tmp_path / "b" / run_id]
     for run in runs:
-        complete_tables(run)
+        complete_tables(run, episodes=1)
     nonces = {read_manifest(run).nonce for run in runs}
     assert len(nonces) == 2 and None not in nonces
     assert all(containers_of(n) == [] for n in nonces)
@@ -109,12 +111,12 @@ def test_two_runs_with_one_run_id_in_two_directories_both_complete(tmp_path: Pat
 
 def test_two_runs_racing_for_one_run_directory(tmp_path: Path):
     run_id = unique("race")
-    a, b = start(tmp_path, run_id), start(tmp_path, run_id)
+    a, b = (start(tmp_path, run_id, *ORACLE, "--episodes", "1") for _ in "ab")
     (_, err_a), (_, err_b) = a.communicate(timeout=300), b.communicate(timeout=300)
     assert sorted([a.returncode, b.returncode]) == [0, 2], (err_a, err_b)
     loser = err_a if a.returncode == 2 else err_b
     assert "--run-id: run directory" in error_line(loser) and "already exists" in loser
-    complete_tables(tmp_path / run_id)
+    complete_tables(tmp_path / run_id, trials=1, episodes=1)
 
 
 # -- one line, named file or flag, for bad files and paths --------------------------------------
@@ -150,7 +152,7 @@ def test_report_out_naming_a_file_is_one_line(finished: Path, tmp_path: Path):
 
 
 def test_out_under_proc_is_one_line():
-    proc = run_cli("run", *RUN, "--out", "/proc/marathon-nowhere")
+    proc = run_cli("run", *RUN, *ORACLE, "--out", "/proc/marathon-nowhere")
     assert proc.returncode == 2
     assert "--out: cannot create /proc/marathon-nowhere/" in error_line(proc.stderr)
 
@@ -177,7 +179,7 @@ def test_resume_refuses_an_edited_plan(finished: Path, tmp_path: Path):
 
 def test_a_killed_run_is_dead_and_its_resume_removes_its_litter(tmp_path: Path):
     run = tmp_path / unique("killed")
-    proc = start(tmp_path, run.name)
+    proc = start(tmp_path, run.name, *ORACLE)
     wait_for("parts/episodes/*.parquet", run, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -205,7 +207,7 @@ def test_a_killed_run_is_dead_and_its_resume_removes_its_litter(tmp_path: Path):
 
     resumed = run_cli("run", "--resume", str(run), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    complete_tables(run)
+    complete_tables(run, trials=1)
     assert not list(run.rglob("*.tmp")) and not (run / ".space-reserve").exists()
     assert not list(Path("/tmp").glob(f"marathon-{nonce}-*"))
     assert containers_of(nonce) == []
@@ -242,7 +244,7 @@ def fill(fs: Path) -> Path:
 
 def test_a_full_disk_stops_the_run_and_resume_completes(small_fs: Path):
     run = small_fs / unique("full")
-    proc = start(small_fs, run.name, "--jobs", "1")
+    proc = start(small_fs, run.name, *ORACLE)
     wait_for("parts/episodes/*.parquet", run, proc)
     filler = fill(small_fs)
     _, err = proc.communicate(timeout=300)
@@ -258,13 +260,13 @@ def test_a_full_disk_stops_the_run_and_resume_completes(small_fs: Path):
     filler.unlink()
     resumed = run_cli("run", "--resume", str(run), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    complete_tables(run)
+    complete_tables(run, trials=1)
     assert not list(run.rglob("*.tmp"))
 
 
 def test_a_read_only_run_directory_stops_the_run_and_resume_completes(small_fs: Path):
     run = small_fs / unique("ro")
-    proc = start(small_fs, run.name, "--jobs", "1")
+    proc = start(small_fs, run.name, *ORACLE)
     wait_for("parts/episodes/*.parquet", run, proc)
     for _ in range(100):  # refused ("busy") while a file is open for writing: retry
         if subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], capture_output=True).returncode == 0:
@@ -281,7 +283,7 @@ def test_a_read_only_run_directory_stops_the_run_and_resume_completes(small_fs: 
     subprocess.run(["mount", "-o", "remount,rw", str(small_fs)], check=True)
     resumed = run_cli("run", "--resume", str(run), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    complete_tables(run)
+    complete_tables(run, trials=1)
 
 
 # -- a hostile workspace cannot exhaust the host ------------------------------------------------
