@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -25,7 +24,7 @@ import pytest
 from benchmark.docker_env import client
 from benchmark.manifest import read_manifest
 from benchmark.rundir import NONCE_LABEL
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, run_cli, unique_run_id
 from test_records import assert_files_match_doc
 
 pytestmark = pytest.mark.docker
@@ -33,12 +32,6 @@ pytestmark = pytest.mark.docker
 RUN = ["--marathon", str(TINY), "--arm", "prompt-only", "--no-progress"]
 BOTH = ("--agent", "oracle", "--agent", "nop")
 ORACLE = ("--agent", "oracle")
-
-
-def unique(name: str) -> str:
-    """A run id no other test on this Docker engine uses (run ids are the user's choice: other
-    checkouts' tests, with harness versions that clean up by run id alone, share the engine)."""
-    return f"{name}-{secrets.token_hex(3)}"
 
 
 def start(out: Path, run_id: str, *extra: str) -> subprocess.Popen:
@@ -82,7 +75,7 @@ def containers_of(nonce: str) -> list:
 def finished(tmp_path_factory) -> Path:
     """A complete run of the tiny marathon, one episode (copy it before changing it)."""
     out = tmp_path_factory.mktemp("finished")
-    run_id = unique("done")
+    run_id = unique_run_id("done")
     proc = run_cli("run", *RUN, *BOTH, "--episodes", "1", "--out", str(out), "--run-id", run_id)
     assert proc.returncode == 0, proc.stderr
     return out / run_id
@@ -97,7 +90,7 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 # -- runs never touch each other -------------------------------------------------------------
 
 def test_two_runs_with_one_run_id_in_two_directories_both_complete(tmp_path: Path):
-    run_id = unique("same")
+    run_id = unique_run_id("same")
     a, b = (start(tmp_path / d, run_id, *BOTH, "--episodes", "1", "--jobs", "2") for d in "ab")
     out_a, out_b = a.communicate(timeout=300), b.communicate(timeout=300)
     assert a.returncode == 0 and b.returncode == 0, (out_a[1], out_b[1])
@@ -110,7 +103,7 @@ def test_two_runs_with_one_run_id_in_two_directories_both_complete(tmp_path: Pat
 
 
 def test_two_runs_racing_for_one_run_directory(tmp_path: Path):
-    run_id = unique("race")
+    run_id = unique_run_id("race")
     a, b = (start(tmp_path, run_id, *ORACLE, "--episodes", "1") for _ in "ab")
     (_, err_a), (_, err_b) = a.communicate(timeout=300), b.communicate(timeout=300)
     assert sorted([a.returncode, b.returncode]) == [0, 2], (err_a, err_b)
@@ -178,7 +171,7 @@ def test_resume_refuses_an_edited_plan(finished: Path, tmp_path: Path):
 # -- a killed run: dead, not running; its litter goes on resume -----------------------------------
 
 def test_a_killed_run_is_dead_and_its_resume_removes_its_litter(tmp_path: Path):
-    run = tmp_path / unique("killed")
+    run = tmp_path / unique_run_id("killed")
     proc = start(tmp_path, run.name, *ORACLE)
     wait_for("parts/episodes/*.parquet", run, proc)
     proc.send_signal(signal.SIGKILL)
@@ -243,7 +236,7 @@ def fill(fs: Path) -> Path:
 
 
 def test_a_full_disk_stops_the_run_and_resume_completes(small_fs: Path):
-    run = small_fs / unique("full")
+    run = small_fs / unique_run_id("full")
     proc = start(small_fs, run.name, *ORACLE)
     wait_for("parts/episodes/*.parquet", run, proc)
     filler = fill(small_fs)
@@ -265,7 +258,7 @@ def test_a_full_disk_stops_the_run_and_resume_completes(small_fs: Path):
 
 
 def test_a_read_only_run_directory_stops_the_run_and_resume_completes(small_fs: Path):
-    run = small_fs / unique("ro")
+    run = small_fs / unique_run_id("ro")
     proc = start(small_fs, run.name, *ORACLE)
     wait_for("parts/episodes/*.parquet", run, proc)
     for _ in range(100):  # refused ("busy") while a file is open for writing: retry
@@ -313,7 +306,7 @@ print(json.dumps({"status": outcome.status, "grew_mib": (hwm_kib() - before) / 1
 
 
 def test_a_2_gib_sparse_workspace_fails_its_attempt_and_driver_memory_stays_bounded(tmp_path: Path):
-    run_id = unique("sparse")
+    run_id = unique_run_id("sparse")
     proc = subprocess.run([sys.executable, "-c", _MEASURED_RUN, str(tmp_path), run_id], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
