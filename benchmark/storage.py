@@ -18,7 +18,7 @@ import errno
 import hashlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -116,16 +116,6 @@ def copy_file(src: Path, dest: Path) -> str:
             h.update(chunk)
             out.write(chunk)
     return h.hexdigest()
-
-
-def write_chunks(path: Path, chunks: Iterable[bytes]) -> int:
-    """Write an iterable of byte chunks to ``path`` atomically; returns the bytes written."""
-    n = 0
-    with atomic_file(path) as f:
-        for chunk in chunks:
-            f.write(chunk)
-            n += len(chunk)
-    return n
 
 
 def remove_temp_files(run_dir: Path) -> int:

@@ -10,7 +10,6 @@ input, 130 interrupted); each interrupted run must resume to complete tables.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
