@@ -240,3 +240,41 @@ def test_a_history_only_archive_restores_the_committed_workspace(sandbox, images
     assert other.run("cat kept.txt") == "committed\n"
     assert other.run("git status --porcelain") == ""
     assert other.run("ls").split() == ["README.md", "kept.txt", "tiny"]
+
+
+def test_clean_ups_racing_on_one_run_both_succeed(images):
+    """Two clean-ups of one run at once (a signal's and the session's end): containers vanish
+    under each other's listing; neither fails."""
+    import threading
+
+    run_id = f"test-{secrets.token_hex(3)}"
+    for t in "abcd":
+        Sandbox.create(run_id=run_id, nonce="n1", trial_id=t, image=images.agent)
+    errors: list[BaseException] = []
+
+    def clean() -> None:
+        try:
+            remove_run_resources(run_id, "n1")
+        except BaseException as e:  # noqa: BLE001 - the test reports any failure
+            errors.append(e)
+
+    threads = [threading.Thread(target=clean) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert client().containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}) == []
+
+
+def test_clean_up_spares_another_run_with_the_same_run_id(images):
+    run_id = f"test-{secrets.token_hex(3)}"
+    mine = Sandbox.create(run_id=run_id, nonce="mine", trial_id="t", image=images.agent)
+    theirs = Sandbox.create(run_id=run_id, nonce="theirs", trial_id="t", image=images.agent)
+    try:
+        assert mine.container.name != theirs.container.name
+        assert remove_run_resources(run_id, "mine") == (1, 0)
+        theirs.container.reload()
+        assert theirs.container.status == "running"
+    finally:
+        remove_run_resources(run_id)
