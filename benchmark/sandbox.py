@@ -461,7 +461,7 @@ class Sandbox:
                     seen = kept[1]
                     kept[1] += len(chunk)
                     if output_file is not None:
-                        if seen < cap:
+                        if seen <= cap:  # the chunk that crosses the cap writes the note
                             output_file.write(chunk[:cap - seen])
                             if kept[1] > cap:
                                 output_file.write(f"\n[marathon: output over {cap} bytes; the rest "

@@ -278,3 +278,17 @@ def test_clean_up_spares_another_run_with_the_same_run_id(images):
         assert theirs.container.status == "running"
     finally:
         remove_run_resources(run_id)
+
+
+def test_command_output_is_bounded_in_memory_and_on_disk(sandbox, tmp_path: Path):
+    from benchmark.sandbox import SandboxLimits
+
+    sandbox.limits = SandboxLimits(output_max_bytes=2**20)
+    loud = ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo last"]
+    with open(tmp_path / "transcript", "wb") as f:
+        res = sandbox.exec(loud, timeout_s=60, output_file=f)
+    kept = (tmp_path / "transcript").read_bytes()
+    assert res.output_bytes > 3_000_000 and 2**20 < len(kept) < 2**20 + 200
+    assert kept.endswith(b"bytes; the rest was dropped]\n")
+    res = sandbox.exec(loud, timeout_s=60)
+    assert len(res.output) == 65536 and res.output.endswith("x\nlast\n")
