@@ -37,10 +37,13 @@ EXIT_INTERRUPTED = 130
 
 class MarathonGroup(click.Group):
     """A click group that turns user-facing errors into one line on stderr: a
-    :class:`MarathonError` or an :class:`OSError` (a file that cannot be read or written,
-    named) exits 2, Ctrl-C outside a run's own handling exits 130."""
+    :class:`MarathonError`, an :class:`OSError` (a file that cannot be read or written,
+    named) or an error of the Docker engine exits 2; Ctrl-C outside a run's own handling
+    exits 130."""
 
     def invoke(self, ctx: click.Context):
+        import docker.errors
+
         from benchmark.storage import describe
 
         try:
@@ -50,6 +53,10 @@ class MarathonGroup(click.Group):
             sys.exit(EXIT_USAGE)
         except OSError as e:
             click.echo(f"marathon: error: {describe(e)}", err=True)
+            sys.exit(EXIT_USAGE)
+        except docker.errors.DockerException as e:
+            line = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            click.echo(f"marathon: error: Docker engine: {line}", err=True)
             sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("marathon: interrupted", err=True)

@@ -43,14 +43,15 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
+import docker.errors
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
+from benchmark import rundir
 from benchmark.agents import Agent, AttemptContext, AttemptResult, get_agent
 from benchmark.arms import Arm, load_arm
 from benchmark.controllers import get_controller
 from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
-from benchmark import rundir
 from benchmark.errors import MarathonError
 from benchmark.experiment import RunConfig, check_output_dir, plan_trials
 from benchmark.images import ImageSet, build_images
@@ -491,7 +492,11 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
                 signal.signal(sig, handler)
         for cleaner in cleaners:
             cleaner.join()
-        remove_run_resources(plan.run_id, plan.nonce)
+        try:
+            remove_run_resources(plan.run_id, plan.nonce)
+        except docker.errors.DockerException as err:  # the engine is gone: a resume cleans up
+            tracebacks.append(f"{utcnow().isoformat()} driver (clean-up)\n"
+                              + "".join(traceback.format_exception(err)))
         if services is not None:
             services.stop()
         shutil.rmtree(work, ignore_errors=True)
