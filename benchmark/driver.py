@@ -58,7 +58,7 @@ from benchmark.images import ImageSet, build_images
 from benchmark.manifest import (MANIFEST, Manifest, Session, git_state, host_info,
                                 read_manifest, simulated_models, utcnow, write_manifest)
 from benchmark.marathon import EpisodeSpec, Marathon, load_marathon
-from benchmark.model_access import SIMULATION, ModelServices, model_upstreams
+from benchmark.model_access import ModelServices, model_upstreams
 from benchmark.progress import LiveProgress
 from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow, RecordStore,
                                TrialKeys, UsageRow)
@@ -163,7 +163,7 @@ def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: 
     agents = {name: get_agent(name) for name in config.agents}
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
-    upstreams = model_upstreams(trials, agents)
+    upstreams = model_upstreams(trials, agents, providers=config.providers)
     images = build_images(agent=True, log=log)
     return Plan(run_id=run_id, nonce=nonce, config=config, marathon=marathon, arms=arms,
                 images=images, trials=trials, model_upstreams=upstreams)
@@ -461,10 +461,8 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
                 last_scores[row.trial_id] = row.score
         todo = [t for t in plan.trials if done[t.trial_id] < n_episodes]
         if any(get_agent(t.agent).uses_model for t in todo):
-            apis = {getattr(get_agent(t.agent), "api") for t in todo
-                    if get_agent(t.agent).uses_model and plan.model_upstreams.get(t.model) != SIMULATION}
-            services = ModelServices.start(plan.nonce, run_dir, plan.config.marathon,
-                                           plan.model_upstreams, apis)
+            services = ModelServices.start(plan.nonce, run_dir, plan.config.marathon, todo,
+                                           plan.config.providers)
         progress = LiveProgress(plan.trials, n_episodes, done, last_scores, console=console, live=display)
         with progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="trial") as pool:
             futures = {
@@ -847,11 +845,11 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
     try:
         sandbox = Sandbox.create(run_id=plan.run_id, nonce=plan.nonce, trial_id=keys.trial_id,
                                  image=plan.images.agent,
-                                 proxy_dir=services.socket_dir if endpoint is not None else None,
+                                 proxy_dir=endpoint.socket_dir if endpoint is not None else None,
                                  limits=plan.sandbox_limits)
     except BaseException:
         if endpoint is not None:
-            services.proxy.unregister(endpoint.token.get_secret_value())
+            services.close_trial(endpoint)
         raise
     try:
         runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress, work)
@@ -870,4 +868,4 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
         sandbox.remove()
         shutil.rmtree(work / keys.trial_id, ignore_errors=True)
         if endpoint is not None:
-            services.proxy.unregister(endpoint.token.get_secret_value())
+            services.close_trial(endpoint)

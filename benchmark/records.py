@@ -192,15 +192,16 @@ class AttemptRow(TrialKeys):
     (``artifacts/<trial>/<episode>/<attempt>``: prompt.md, transcript, workspace.diff,
     score.json)."""
     proxy_calls: int | None = None
-    """Model requests the metering proxy recorded for the attempt (any HTTP status); null for
-    agents that use no model."""
+    """Requests the metering proxy recorded for the attempt (any HTTP status, refused ones
+    included); null for agents that use no model."""
     cost_usd: float | None = None
     """Cost in USD of the attempt's model calls, the sum of the proxy rows' costs (prices from
     ``pricing.toml``); null for agents that use no model or when a model has no price."""
-    reconciliation: Literal["match", "mismatch", "no_agent_usage"] | None = None
+    reconciliation: Literal["match", "mismatch", "no_agent_usage", "unmetered"] | None = None
     """Proxy vs agent usage, token kind by kind, summed over the attempt: ``match``,
-    ``mismatch`` (see ``reconciliation_diff``) or ``no_agent_usage`` (the agent reported none,
-    e.g. killed at the time limit); null for agents that use no model."""
+    ``mismatch`` (see ``reconciliation_diff``), ``no_agent_usage`` (the agent reported none,
+    e.g. killed at the time limit) or ``unmetered`` (a 2xx proxy call carried no usage figures,
+    so nothing is compared); null for agents that use no model."""
     reconciliation_diff: str | None = None
     """On ``mismatch``, agent minus proxy for each differing token kind, e.g.
     ``output_tokens +12, input_tokens -3``; empty otherwise; null for agents that use no
@@ -256,6 +257,21 @@ class UsageCall(_Row):
     """Seconds from request to last byte (proxy only)."""
     http_status: int | None = None
     """HTTP status of the call (proxy only)."""
+    method: str | None = None
+    """HTTP method of the request (proxy only)."""
+    path: str | None = None
+    """Request target as received, query included, at most 300 characters (proxy only)."""
+    refused: bool | None = None
+    """Whether the proxy refused the request instead of forwarding it: a path, method or
+    model outside the trial's allow-list, or a token that is unknown, missing or not the
+    trial's own (then ``http_status`` is 400, 401 or 403, tokens are 0 and ``cost_usd`` 0);
+    proxy only."""
+    error: str | None = None
+    """Why the call was refused or did not complete normally (upstream unreachable, dropped
+    mid-stream, client gone); empty otherwise; proxy only."""
+    usage_missing: bool | None = None
+    """Whether a forwarded call answered 2xx without any usage figures: its tokens are then
+    unknown (recorded as 0) and ``cost_usd`` is null; proxy only."""
 
 
 class _UsageAt(TrialKeys):
@@ -444,8 +460,8 @@ class RecordStore:
 
 
 def read_part(path: Path, table: str) -> pa.Table:
-    """Read the part of one finished episode, columns in the current schema's order (parts
-    written by an older harness may order them differently).
+    """Read the part of one finished episode in the current schema: columns in its order, and
+    nullable columns added since as nulls (parts written by an older harness).
 
     Raises:
         MarathonError: the part is missing or not a readable Parquet file (e.g. truncated);
@@ -458,9 +474,13 @@ def read_part(path: Path, table: str) -> pa.Table:
             f"{path}: unreadable part of a finished episode ({_first_line(e)}); delete it "
             "(and the same episode's parts in the other parts/ directories) to re-run that "
             "episode on resume") from None
-    names = arrow_schema(table).names
-    if data.column_names != names and set(data.column_names) == set(names):
-        data = data.select(names)
+    schema = arrow_schema(table)
+    if data.column_names != schema.names and set(data.column_names) <= set(schema.names):
+        missing = [f for f in schema if f.name not in data.column_names]
+        if all(f.nullable for f in missing):  # columns added since: null in older parts
+            for f in missing:
+                data = data.append_column(f, pa.nulls(len(data), f.type))
+            data = data.select(schema.names).cast(schema)
     return data
 
 

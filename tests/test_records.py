@@ -173,14 +173,18 @@ def test_written_tables_match_the_schema_doc(tmp_path: Path):
 
 
 def test_parts_of_an_older_column_order_still_consolidate(tmp_path: Path):
-    """A usage part written with the figure columns before the keys (harness before the
-    keys-first order) is read in today's order."""
+    """A usage part written with the figure columns before the keys and without a column added
+    since (an older harness) is read in today's schema."""
     k = keys()
     store = RecordStore(tmp_path)
     store.write_episode(episode(k, "e1", 1, usage=True), [(k, 1)])
     part = tmp_path / "parts" / "usage" / f"{k.trial_id}.e1.parquet"
     old = pq.read_table(part)
     names = old.column_names
-    pq.write_table(old.select(names[len(TrialKeys.model_fields) + 3:] + names[:len(TrialKeys.model_fields) + 3]), part)
+    front = len(TrialKeys.model_fields) + 3
+    older = old.select(names[front:] + names[:front]).drop_columns(["usage_missing"])  # added later
+    pq.write_table(older, part)
     RecordStore(tmp_path).consolidate([(k, 1)])
     assert_files_match_doc(tmp_path)
+    usage = pq.read_table(tmp_path / "usage.parquet")
+    assert usage.column("usage_missing").null_count == 1 and usage.column("input_tokens")[0].as_py() == 10
