@@ -106,7 +106,8 @@ def test_a_chat_completions_agent_plays_through_its_own_socket_and_usage_reconci
     logged = load_usage(run / USAGE_LOG)
     assert [r.protocol for r in logged] == ["openai-chat"] * 4
     assert not any(r.include_usage_added for r in logged)  # the agent asked for usage itself
-    assert not list(Path("/tmp").glob(f"{socket_dir_prefix('run-chat')}*"))  # sockets removed
+    nonce = read_manifest(run).nonce
+    assert not list(Path("/tmp").glob(f"{socket_dir_prefix(nonce)}*"))  # sockets removed
     assert leftovers("run-chat") == []
 
 
