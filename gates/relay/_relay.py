@@ -594,6 +594,20 @@ class Scenario:
                 if other in self.model.events[idem].subscriptions:
                     endpoint.wait_acked(self.ids[idem], f"the sentinel event {self.ids[idem]}")
 
+    def wait_recorded(self, name: str, delivered: int) -> None:
+        """Poll ``GET /subscriptions/{id}`` (every 10 ms, at most :data:`WAIT` s) until it counts
+        ``delivered`` deliveries as delivered: acknowledged AND recorded by the relay."""
+        sub_id = self.sub_ids[name]
+        deadline = time.monotonic() + WAIT
+        while True:
+            doc = self.client.get(f"/subscriptions/{sub_id}").json()
+            if isinstance(doc, dict) and doc.get("delivered") == delivered:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"GET /subscriptions/{sub_id} did not count {delivered} delivered deliveries "
+                            f"within {WAIT:g} s (last answer {doc})", pytrace=False)
+            time.sleep(0.01)
+
     # expectations ----------------------------------------------------------------------
 
     def expected(self, name: str) -> list[str]:
