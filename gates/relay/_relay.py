@@ -207,8 +207,8 @@ def hold_after(count: int):
 class Subscriber:
     """A subscriber endpoint on 127.0.0.1: records deliveries, answers by ``policy``.
 
-    ``received``: every request, in arrival order; ``acked``: the ones answered 2xx (appended
-    once the answer was written). The policy may be replaced at any time.
+    ``received``: every request, in arrival order; ``acked``: the ones answered 2xx, in the
+    order of the answers. The policy may be replaced at any time.
     """
 
     def __init__(self, name: str, policy=None):
@@ -266,6 +266,14 @@ class Subscriber:
         handler.close_connection = True
         if action == RESET:
             return
+        # Counted as acknowledged before the answer is written: the relay may start its next
+        # delivery (another handler thread) as soon as it reads the answer, and `acked` must
+        # keep the order in which the answers were given.
+        acked = 200 <= int(action) < 300
+        if acked:
+            with self._changed:
+                self.acked.append(delivery)
+                self._changed.notify_all()
         try:
             handler.send_response(int(action))
             handler.send_header("Content-Length", "0")
@@ -273,11 +281,10 @@ class Subscriber:
             handler.end_headers()
             handler.wfile.flush()
         except OSError:
-            return
-        if 200 <= int(action) < 300:
-            with self._changed:
-                self.acked.append(delivery)
-                self._changed.notify_all()
+            if acked:
+                with self._changed:
+                    self.acked.remove(delivery)
+                    self._changed.notify_all()
 
     def release(self, status: int = 503) -> None:
         """Answer every held request (now and later ones the policy holds) with ``status``."""

@@ -19,13 +19,12 @@ from _relay import Gen, Scenario
 def busy_input(sc, count, keyed_share=0.4):
     """``count`` events over the scenario's topics, with retries; returns the keys posted."""
     gen = sc.gen
-    versions: dict[str, int] = {}
     posted = []
     for _ in range(count):
         key = version = None
         if gen.rng.random() < keyed_share:
             key = f"order-{gen.rng.randrange(100, 110)}"
-            versions[key] = version = versions.get(key, 0) + gen.rng.randint(1, 3)
+            version = sc.model.newest.get(key, 0) + gen.rng.randint(1, 3)  # always newer
         idem = gen.idempotency_key()
         body = gen.event(gen.rng.choice(["order.created", "order.paid", "invoice.sent"]), key, version)
         sc.post(idem, body, raw=gen.variant(body) if gen.rng.random() < 0.5 else None)
