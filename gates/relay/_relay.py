@@ -204,6 +204,23 @@ def hold_after(count: int):
     return lambda delivery: 200 if delivery.index < count else HOLD
 
 
+class FailFirst:
+    """A policy failing the first ``n`` attempts of chosen events (by payload ``ref``)."""
+
+    def __init__(self, failures: dict[str, list]):
+        self.failures = failures  # ref -> actions for its first attempts, e.g. [503, RESET]
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, delivery):
+        ref = ((delivery.document or {}).get("payload") or {}).get("ref") if isinstance(delivery.document, dict) else None
+        if delivery.replay or ref not in self.failures:
+            return 200
+        count = self.seen.get(ref, 0)
+        self.seen[ref] = count + 1
+        actions = self.failures[ref]
+        return actions[count] if count < len(actions) else 200
+
+
 class Subscriber:
     """A subscriber endpoint on 127.0.0.1: records deliveries, answers by ``policy``.
 
@@ -600,6 +617,13 @@ class Scenario:
             for other, endpoint in self.subscribers.items():
                 if other in self.model.events[idem].subscriptions:
                     endpoint.wait_acked(self.ids[idem], f"the sentinel event {self.ids[idem]}")
+
+    def quiesce(self) -> None:
+        """Settle, then wait until the relay has recorded every due delivery as delivered (no
+        dead letters expected): a kill now must not cause any delivery to be sent again."""
+        self.settle()
+        for name in self.subscribers:
+            self.wait_recorded(name, len(self.expected(name)))
 
     def wait_recorded(self, name: str, delivered: int) -> None:
         """Poll ``GET /subscriptions/{id}`` (every 10 ms, at most :data:`WAIT` s) until it counts

@@ -9,33 +9,12 @@ another's deliveries, and a subscription's deliveries stay in acceptance order t
 
 import pytest
 
-from _relay import HOLD, RESET, Gen, Scenario, ack_all
+from _relay import HOLD, RESET, FailFirst, Gen, Scenario
 
 BASE_MS = 20
 MAX_ATTEMPTS = 4
 FLAGS = ("--retry-base-ms", str(BASE_MS), "--max-attempts", str(MAX_ATTEMPTS))
 TOPICS = ["order.created", "order.paid", "invoice.sent"]
-
-
-class FailFirst:
-    """A policy failing the first ``n`` attempts of chosen events (by payload ``ref``)."""
-
-    def __init__(self, failures: dict[str, list]):
-        self.failures = failures  # ref -> actions for its first attempts, e.g. [503, RESET]
-        self.seen: dict[str, int] = {}
-
-    def __call__(self, delivery):
-        ref = ((delivery.document or {}).get("payload") or {}).get("ref") if isinstance(delivery.document, dict) else None
-        if delivery.replay or ref not in self.failures:
-            return 200
-        count = self.seen.get(ref, 0)
-        self.seen[ref] = count + 1
-        actions = self.failures[ref]
-        return actions[count] if count < len(actions) else 200
-
-
-def refs_of(sc, keys):
-    return [sc.model.events[key].body["payload"]["ref"] for key in keys]
 
 
 @pytest.mark.genuine
