@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from _relay import Client
+from _relay import Client, Subscriber
 
 TAGS = ("genuine", "contract")
 #: Seconds a relay may take to start listening (Node start-up on a loaded machine).
@@ -231,8 +231,6 @@ def relay(tmp_path) -> RelayRunner:
 @pytest.fixture
 def endpoints():
     """Subscriber endpoints made with ``endpoints(name, policy)``; all closed after the check."""
-    from _relay import Subscriber
-
     made: list[Subscriber] = []
 
     def make(name: str = "sub", policy=None) -> Subscriber:

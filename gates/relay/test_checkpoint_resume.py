@@ -34,7 +34,7 @@ def test_in_flight_and_queued_deliveries_survive_a_kill(relay, endpoints, seed):
     order, the held one again under the same delivery id; the second gets nothing again."""
     sc = Scenario(relay, endpoints, Gen(seed, "ckpt-inflight"), flags=FLAGS).start()
     slow = sc.subscribe("slow", ["order.created", "order.paid"], policy=hold_after(0))
-    fast = sc.subscribe("fast", ["order.paid", "invoice.sent"])
+    sc.subscribe("fast", ["order.paid", "invoice.sent"])
     post_many(sc, 16)
     slow.wait_received(1)
     held = held_delivery(slow)

@@ -9,11 +9,12 @@ always increasing per key here), so that from E3 on a retry must still be a dupl
 stale event.
 """
 
+import json
 import threading
 
 import pytest
 
-from _relay import Gen, Scenario
+from _relay import Gen, Scenario, redact
 
 
 def busy_input(sc, count, keyed_share=0.4):
@@ -125,12 +126,11 @@ def test_answer_and_status_documents(relay, endpoints, seed):
     assert first.status == 202 and first.json() == {"id": first.json()["id"], "status": "accepted"}, first.describe()
     again = client.post_event(idem, body)
     assert again.status == 200 and again.json() == {"id": first.json()["id"], "status": "duplicate"}, again.describe()
-    sc.model.post(idem, __import__("json").dumps(body))
+    sc.model.post(idem, json.dumps(body))
     event_id = first.json()["id"]
     sc.ids[idem], sc.keys[event_id] = event_id, idem
     endpoint.wait_acked(event_id)
 
-    from _relay import redact
     event = client.get(f"/events/{event_id}")
     doc = event.json()
     assert event.status == 200 and isinstance(doc, dict), event.describe()

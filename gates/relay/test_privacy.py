@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _relay import Gen, Scenario, leaks, personal_data, redact
+from _relay import HOLD, Gen, Scenario, leaks, personal_data, redact
 
 
 def assert_no_personal_data(sc: Scenario, emails, cards, extra_texts=()):
@@ -89,7 +89,6 @@ def test_pending_events_leak_nothing(relay, endpoints, seed):
     """Events waiting for a subscriber that does not answer, and a relay killed meanwhile:
     whatever the relay keeps for them holds no personal data."""
     sc = Scenario(relay, endpoints, Gen(seed, "privacy-pending")).start()
-    from _relay import HOLD
     slow = sc.subscribe("slow", ["order.created", "invoice.sent"], policy=lambda d: HOLD)
     bodies = []
     for _ in range(12):

@@ -52,7 +52,7 @@ def test_an_exhausted_delivery_is_dead_lettered_and_the_queue_moves_on(relay, en
     sc = Scenario(relay, endpoints, Gen(seed, "retry-dead"), flags=FLAGS).start()
     policy = FailFirst({})
     sub = sc.subscribe("orders", TOPICS, policy=policy)
-    other = sc.subscribe("audit", TOPICS)
+    sc.subscribe("audit", TOPICS)
     keys = []
     for i in range(10):
         idem = sc.gen.idempotency_key()
