@@ -102,3 +102,15 @@ def test_the_runtime_scorer_image_runs_typescript_with_the_declared_node():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1000", "/report", f"v{NODE}", "42"]
+
+
+@pytest.mark.docker
+def test_images_build_adds_the_runtime_images_of_the_named_marathons():
+    from tests.conftest import run_cli
+
+    relay = run_cli("images", "build", "--no-agent", "--marathon", "relay")
+    assert relay.returncode == 0, relay.stderr
+    tags = relay.stdout.split()
+    assert [t.split(":")[0] for t in tags] == ["marathon-base", "marathon-scorer", "marathon-scorer-runtime"]
+    ledger = run_cli("images", "build", "--no-agent", "--marathon", "ledger")
+    assert ledger.returncode == 0 and ledger.stdout.split() == tags[:2]
