@@ -53,7 +53,7 @@ from benchmark.images import ImageSet, build_images
 from benchmark.manifest import (Manifest, Session, git_state, host_info, read_manifest,
                                 simulated_models, utcnow, write_manifest)
 from benchmark.marathon import EpisodeSpec, Marathon, load_marathon
-from benchmark.model_access import SIMULATION, ModelServices, model_upstreams
+from benchmark.model_access import ModelServices, model_upstreams
 from benchmark.progress import LiveProgress
 from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow, RecordStore,
                                TrialKeys, UsageRow)
@@ -145,7 +145,7 @@ def make_plan(config: RunConfig, run_id: str, log=lambda line: None) -> Plan:
     agents = {name: get_agent(name) for name in config.agents}
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
-    upstreams = model_upstreams(trials, agents)
+    upstreams = model_upstreams(trials, agents, providers=config.providers)
     images = build_images(agent=True, log=log, runtime=marathon.runtime)
     return Plan(run_id=run_id, config=config, marathon=marathon, arms=arms, images=images,
                 trials=trials, model_upstreams=upstreams)
@@ -276,10 +276,8 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
     failures: list[str] = []
     services = None
     if any(get_agent(t.agent).uses_model for t in todo):
-        apis = {getattr(get_agent(t.agent), "api") for t in todo
-                if get_agent(t.agent).uses_model and plan.model_upstreams.get(t.model) != SIMULATION}
-        services = ModelServices.start(plan.run_id, run_dir, plan.config.marathon,
-                                       plan.model_upstreams, apis)
+        services = ModelServices.start(plan.run_id, run_dir, plan.config.marathon, todo,
+                                       plan.config.providers)
 
     cleaners: list[threading.Thread] = []
 
@@ -586,11 +584,11 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
     # No container has a network; a model agent's reaches the proxy's socket through a forwarder.
     try:
         sandbox = Sandbox.create(run_id=plan.run_id, trial_id=keys.trial_id, image=plan.images.agent,
-                                 proxy_dir=services.socket_dir if endpoint is not None else None,
+                                 proxy_dir=endpoint.socket_dir if endpoint is not None else None,
                                  limits=plan.sandbox_limits)
     except BaseException:
         if endpoint is not None:
-            services.proxy.unregister(endpoint.token.get_secret_value())
+            services.close_trial(endpoint)
         raise
     try:
         runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress)
@@ -608,4 +606,4 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
     finally:
         sandbox.remove()
         if endpoint is not None:
-            services.proxy.unregister(endpoint.token.get_secret_value())
+            services.close_trial(endpoint)

@@ -12,6 +12,10 @@ plays every episode of the marathon in order. Example ``experiment.toml``::
     out = "results"
     time_limit_s = 1800
 
+    [providers.local]              # models named "local/<model>" (see benchmark.providers)
+    protocol = "openai-chat"
+    base_url = "http://127.0.0.1:8000/v1"
+
 Command-line flags override the file's values. Agents that use no model (``oracle``, ``nop``)
 get model and effort ``none``. A trial's seed depends only on the seed base and the replicate,
 so every arm, agent and model of one replicate sees the same gate inputs (paired comparisons).
@@ -25,11 +29,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchmark.errors import MarathonError
 from benchmark.tomlfile import read_toml
 from benchmark.paths import RESULTS_DIR
+from benchmark.providers import RESERVED, Provider
 from benchmark.records import TrialKeys
 
 #: Model and effort of agents that use no model.
@@ -78,6 +83,20 @@ class RunConfig(BaseModel):
     """Play only the first N episodes of the marathon (all when not given): a shorter run,
     recorded as such (the manifest's ``episodes`` and ``trials.parquet``'s
     ``episodes_planned`` list only those)."""
+    providers: dict[str, Provider] = {}
+    """Model providers by name (``[providers.NAME]`` tables): models named ``NAME/MODEL`` go
+    there (see :mod:`benchmark.providers`). ``scripted``, ``anthropic`` and ``openai`` are built
+    in and cannot be declared."""
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, providers: dict[str, Provider]) -> dict[str, Provider]:
+        for name in providers:
+            if name in RESERVED:
+                raise ValueError(f"provider {name!r} is built in (declare another name)")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ValueError(f"provider name {name!r}: use letters, digits, '_', '.', '-'")
+        return providers
 
 
 def derive_seed(seed_base: int, replicate: int) -> int:
@@ -148,8 +167,10 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
         first = e.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         where = source.get(field) or (f"{config_file}: {field}" if config_file else FLAGS.get(field, field))
-        msg = first["msg"]
-        if first["type"] == "missing":
+        if len(first["loc"]) > 1 and config_file is not None and where == f"{config_file}: {field}":
+            where += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"][1:])
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing" and len(first["loc"]) == 1:
             msg = f"required (give {FLAGS.get(field, field)} or set {field} in -c FILE)"
         raise MarathonError(f"{where}: {msg}") from None
 

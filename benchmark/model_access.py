@@ -2,18 +2,18 @@
 services that serve model agents while the run's driver session lives.
 
 Every model call of a trial goes from the CLI in its container, through the in-container
-forwarder (:data:`benchmark.sandbox.PROXY_URL`), to the run's
-:class:`~benchmark.proxy.MeteringProxy` on a Unix socket in a per-run host directory, and from
-there upstream:
+forwarder (:data:`benchmark.sandbox.PROXY_URL`), to the trial's own Unix socket of the run's
+:class:`~benchmark.proxy.MeteringProxy` (in a per-trial host directory bind-mounted into that
+container alone), and from there upstream, by the model's route
+(:func:`benchmark.providers.resolve`):
 
 - a model whose name starts with ``scripted/`` goes to the run's
   :class:`~benchmark.scripted.ScriptedServer` on the host's loopback: a **simulation** that
   demonstrates the pipeline and the arms' control loops, not any real model's behaviour;
-- any other model goes to the vendor API of its agent (``claude-code``: Anthropic, ``codex``:
-  OpenAI) with the key from the driver's environment (``ANTHROPIC_API_KEY`` /
-  ``OPENAI_API_KEY``; base URL ``ANTHROPIC_BASE_URL`` / ``OPENAI_BASE_URL`` when set, a trailing
-  ``/v1`` dropped, else the vendor's). The key stays in the driver process: containers get a
-  per-trial token only.
+- ``PROVIDER/MODEL`` goes to a provider the experiment declares (``[providers.NAME]``);
+- any other model goes to the built-in provider of its agent's protocol (Anthropic or OpenAI)
+  with the key from the driver's environment. Keys stay in the driver process: containers get
+  a per-trial token only, valid on their own socket only.
 """
 
 from __future__ import annotations
@@ -26,21 +26,15 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from benchmark.agents import Agent
-from benchmark.errors import MarathonError
-from benchmark.experiment import SIMULATED_PREFIX
+from benchmark.agents import Agent, get_agent
+from benchmark.providers import Provider, Route, resolve
 from benchmark.proxy import MeteringProxy, ModelEndpoint, ProxyConfig, Upstream
 from benchmark.records import TrialKeys
 from benchmark.sandbox import PROXY_SOCKET, PROXY_URL
 
-#: API -> (environment variable of the key, of the base URL, default base URL, display name).
-VENDORS: dict[str, tuple[str, str, str, str]] = {
-    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com", "Anthropic"),
-    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com", "OpenAI"),
-}
 #: What :func:`model_upstreams` says of a simulated model.
 SIMULATION = "scripted model server (simulation)"
-#: File name of the proxy's usage log in the run directory (JSON Lines, one row per model call).
+#: File name of the proxy's usage log in the run directory (JSON Lines, one row per request).
 USAGE_LOG = "proxy-usage.jsonl"
 
 
@@ -51,90 +45,92 @@ def socket_dir_prefix(run_id: str) -> str:
     return f"marathon-{hashlib.sha256(run_id.encode()).hexdigest()[:12]}-"
 
 
-def is_simulated(model: str) -> bool:
-    """Whether ``model`` is a simulated (scripted) model."""
-    return model.startswith(SIMULATED_PREFIX)
+def trial_route(keys: TrialKeys, agent: Agent, providers: Mapping[str, Provider],
+                environ: Mapping[str, str] = os.environ) -> Route:
+    """The route of a model agent's trial (see :func:`benchmark.providers.resolve`).
 
-
-def _vendor_base_url(api: str, environ: Mapping[str, str]) -> str:
-    _, url_var, default, _ = VENDORS[api]
-    url = (environ.get(url_var) or default).rstrip("/")
-    return url.removesuffix("/v1")
+    Raises:
+        MarathonError: as :func:`~benchmark.providers.resolve`.
+    """
+    return resolve(keys.model, keys.agent, getattr(agent, "protocol", None), providers, environ)
 
 
 def model_upstreams(trials: list[TrialKeys], agents: Mapping[str, Agent],
-                    environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """Where the calls of each model of the run go: :data:`SIMULATION` or a vendor's base URL.
+                    environ: Mapping[str, str] = os.environ,
+                    providers: Mapping[str, Provider] | None = None) -> dict[str, str]:
+    """Where the calls of each model of the run go: :data:`SIMULATION` or a provider's base URL
+    (``NAME: URL`` for a declared provider).
 
     Args:
         trials: the planned trials.
-        agents: agent name -> an instance (for ``uses_model`` and the API it calls).
-        environ: the environment holding the vendor keys.
+        agents: agent name -> an instance (for ``uses_model`` and its protocol).
+        environ: the environment holding the keys.
+        providers: the experiment's declared providers.
 
     Returns:
         model -> upstream, for the trials of agents that use a model (empty when none does).
 
     Raises:
-        MarathonError: an unknown ``scripted/`` policy, or a real model whose agent's API key is
-            not in the environment (one line naming the model, agent and variable).
+        MarathonError: an unknown ``scripted/`` policy or provider, an agent that does not
+            speak its provider's protocol, or a key that is not in the environment (one line
+            naming the model, agent or provider, and variable).
     """
-    from benchmark.scripted import POLICIES
-
     upstreams: dict[str, str] = {}
     for t in trials:
         agent = agents[t.agent]
         if not agent.uses_model:
             continue
-        if is_simulated(t.model):
-            policy = t.model[len(SIMULATED_PREFIX):]
-            if policy not in POLICIES:
-                raise MarathonError(f"--model {t.model}: unknown scripted model (known: "
-                                    f"{', '.join(SIMULATED_PREFIX + p for p in POLICIES)})")
+        route = trial_route(t, agent, providers or {}, environ)
+        if route.simulated:
             upstreams[t.model] = SIMULATION
-            continue
-        api = getattr(agent, "api", None)
-        if api not in VENDORS:
-            raise MarathonError(f"--model {t.model}: agent {t.agent!r} names no vendor API; "
-                                f"use a {SIMULATED_PREFIX} model")
-        key_var, _, _, vendor = VENDORS[api]
-        if not environ.get(key_var):
-            raise MarathonError(f"--model {t.model}: agent {t.agent} calls the {vendor} API: set "
-                                f"{key_var} (or use a {SIMULATED_PREFIX} model, a simulation)")
-        upstreams[t.model] = _vendor_base_url(api, environ)
+        elif route.provider in ("anthropic", "openai"):
+            upstreams[t.model] = route.base_url
+        else:
+            upstreams[t.model] = f"{route.provider}: {route.base_url}"
     return upstreams
 
 
 class ModelServices:
     """The scripted model server (when a model is simulated) and the metering proxy of one
-    driver session, with the proxy's socket directory. Start with :meth:`start`, end with
-    :meth:`stop` (idempotent)."""
+    driver session, with the session's socket directory (one subdirectory per open trial).
+    Start with :meth:`start`, end with :meth:`stop` (idempotent)."""
 
-    def __init__(self, proxy: MeteringProxy, scripted, socket_dir: Path):
+    def __init__(self, proxy: MeteringProxy, scripted, socket_dir: Path,
+                 providers: Mapping[str, Provider], environ: Mapping[str, str]):
         self.proxy = proxy
         """The metering proxy."""
         self.scripted = scripted
         """The scripted model server, or ``None`` when no model is simulated."""
         self.socket_dir = socket_dir
-        """Host directory holding only the proxy's Unix socket (bind-mounted into containers)."""
+        """Host directory holding one directory per open trial, each holding only that trial's
+        socket (bind-mounted into that trial's container alone)."""
+        self.providers = dict(providers)
+        """The experiment's declared providers."""
+        self.environ = environ
 
     @classmethod
-    def start(cls, run_id: str, run_dir: Path, marathon: str, upstreams: Mapping[str, str],
-              apis: set[str], environ: Mapping[str, str] = os.environ) -> "ModelServices":
-        """Start the services for a run.
+    def start(cls, run_id: str, run_dir: Path, marathon: str, trials: list[TrialKeys],
+              providers: Mapping[str, Provider] | None = None,
+              environ: Mapping[str, str] = os.environ) -> "ModelServices":
+        """Start the services for the trials of a run that use a model.
 
         Args:
             run_id: the run's id (names the socket directory).
             run_dir: the run directory (the proxy appends its usage log there, :data:`USAGE_LOG`).
             marathon: marathon name or path, for the scripted model's policies.
-            upstreams: model -> upstream, from :func:`model_upstreams`.
-            apis: the vendor APIs (``anthropic``, ``openai``) of the real models' agents.
-            environ: the environment holding the vendor keys.
+            trials: the trials to serve (those of agents that use no model are skipped).
+            providers: the experiment's declared providers.
+            environ: the environment holding the keys.
 
         Raises:
-            MarathonError: a server cannot listen.
+            MarathonError: a route cannot be resolved (see :func:`model_upstreams`), or a server
+                cannot listen.
         """
         from benchmark.scripted import ScriptedConfig, ScriptedServer
 
+        providers = providers or {}
+        routes = [trial_route(t, a, providers, environ) for t in trials
+                  if (a := get_agent(t.agent)).uses_model]
         prefix = socket_dir_prefix(run_id)
         for stale in Path("/tmp").glob(f"{prefix}*"):  # left by a SIGKILLed session of the run
             shutil.rmtree(stale, ignore_errors=True)
@@ -142,30 +138,54 @@ class ModelServices:
         socket_dir.chmod(0o755)
         scripted = None
         try:
-            simulated = None
-            if any(u == SIMULATION for u in upstreams.values()):
+            upstreams: dict[str, Upstream] = {}
+            if any(r.simulated for r in routes):
                 scripted = ScriptedServer(ScriptedConfig(marathon=marathon)).start()
-                simulated = Upstream(base_url=scripted.url, api_key="scripted-" + secrets.token_hex(8))
-            vendor = {api: Upstream(base_url=_vendor_base_url(api, environ),
-                                    api_key=environ[VENDORS[api][0]]) for api in apis}
-            proxy = MeteringProxy(ProxyConfig(
-                unix_socket=socket_dir / PROXY_SOCKET, container_url=PROXY_URL,
-                anthropic=vendor.get("anthropic"), openai=vendor.get("openai"),
-                simulated=simulated, usage_log=run_dir / USAGE_LOG)).start()
+                upstreams["scripted"] = Upstream(base_url=scripted.url,
+                                                 api_key="scripted-" + secrets.token_hex(8))
+            for r in routes:
+                if not r.simulated:
+                    key = environ[r.key_env] if r.key_env else None
+                    upstreams[r.provider] = Upstream(base_url=r.base_url, api_key=key)
+            proxy = MeteringProxy(ProxyConfig(container_url=PROXY_URL, upstreams=upstreams,
+                                              usage_log=run_dir / USAGE_LOG)).start()
         except BaseException:
             if scripted is not None:
                 scripted.stop()
             shutil.rmtree(socket_dir, ignore_errors=True)
             raise
-        return cls(proxy, scripted, socket_dir)
+        return cls(proxy, scripted, socket_dir, providers, environ)
 
     def open_trial(self, keys: TrialKeys) -> ModelEndpoint:
-        """A fresh per-trial token registered with the proxy, as the trial's endpoint."""
-        return self.proxy.open_trial(keys)
+        """Open a trial's access: a fresh token, valid only on the trial's own socket, in a new
+        directory under :attr:`socket_dir` (the endpoint's ``socket_dir``, to mount into the
+        trial's container), for the trial's protocol, provider and model only.
+
+        Raises:
+            MarathonError: the route cannot be resolved, or the socket cannot be opened.
+        """
+        route = trial_route(keys, get_agent(keys.agent), self.providers, self.environ)
+        trial_dir = Path(tempfile.mkdtemp(prefix="t-", dir=self.socket_dir))
+        trial_dir.chmod(0o755)
+        try:
+            return self.proxy.open_trial(keys, protocol=route.protocol, upstream=route.provider,
+                                         models=[route.upstream_model],
+                                         socket=trial_dir / PROXY_SOCKET)
+        except BaseException:
+            shutil.rmtree(trial_dir, ignore_errors=True)
+            raise
+
+    def close_trial(self, endpoint: ModelEndpoint) -> None:
+        """End a trial's access: its token is refused from now on, its socket closed and its
+        directory removed (idempotent)."""
+        self.proxy.unregister(endpoint.token.get_secret_value())
+        if endpoint.socket_dir is not None:
+            shutil.rmtree(endpoint.socket_dir, ignore_errors=True)
 
     def stop(self) -> None:
-        """Stop the proxy and the scripted server; remove the socket directory."""
+        """Stop the proxy and the scripted server; remove the socket directories."""
         self.proxy.stop()
         if self.scripted is not None:
             self.scripted.stop()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+

@@ -190,15 +190,16 @@ class AttemptRow(TrialKeys):
     (``artifacts/<trial>/<episode>/<attempt>``: prompt.md, transcript, workspace.diff,
     score.json)."""
     proxy_calls: int | None = None
-    """Model requests the metering proxy recorded for the attempt (any HTTP status); null for
-    agents that use no model."""
+    """Requests the metering proxy recorded for the attempt (any HTTP status, refused ones
+    included); null for agents that use no model."""
     cost_usd: float | None = None
     """Cost in USD of the attempt's model calls, the sum of the proxy rows' costs (prices from
     ``pricing.toml``); null for agents that use no model or when a model has no price."""
-    reconciliation: Literal["match", "mismatch", "no_agent_usage"] | None = None
+    reconciliation: Literal["match", "mismatch", "no_agent_usage", "unmetered"] | None = None
     """Proxy vs agent usage, token kind by kind, summed over the attempt: ``match``,
-    ``mismatch`` (see ``reconciliation_diff``) or ``no_agent_usage`` (the agent reported none,
-    e.g. killed at the time limit); null for agents that use no model."""
+    ``mismatch`` (see ``reconciliation_diff``), ``no_agent_usage`` (the agent reported none,
+    e.g. killed at the time limit) or ``unmetered`` (a 2xx proxy call carried no usage figures,
+    so nothing is compared); null for agents that use no model."""
     reconciliation_diff: str | None = None
     """On ``mismatch``, agent minus proxy for each differing token kind, e.g.
     ``output_tokens +12, input_tokens -3``; empty otherwise; null for agents that use no
@@ -254,6 +255,21 @@ class UsageCall(_Row):
     """Seconds from request to last byte (proxy only)."""
     http_status: int | None = None
     """HTTP status of the call (proxy only)."""
+    method: str | None = None
+    """HTTP method of the request (proxy only)."""
+    path: str | None = None
+    """Request target as received, query included, at most 300 characters (proxy only)."""
+    refused: bool | None = None
+    """Whether the proxy refused the request instead of forwarding it: a path, method or
+    model outside the trial's allow-list, or a token that is unknown, missing or not the
+    trial's own (then ``http_status`` is 400, 401 or 403, tokens are 0 and ``cost_usd`` 0);
+    proxy only."""
+    error: str | None = None
+    """Why the call was refused or did not complete normally (upstream unreachable, dropped
+    mid-stream, client gone); empty otherwise; proxy only."""
+    usage_missing: bool | None = None
+    """Whether a forwarded call answered 2xx without any usage figures: its tokens are then
+    unknown (recorded as 0) and ``cost_usd`` is null; proxy only."""
 
 
 class UsageRow(TrialKeys, UsageCall):

@@ -8,8 +8,10 @@ collected); every capability is dropped; CPU, memory and process limits apply.
 
 No container has a network (``network_mode="none"``: only ``lo``, no route anywhere), so it
 cannot reach any address, on the host or beyond, whatever the engine's firewall settings. A
-model agent's container reaches exactly one thing, the metering proxy: the proxy's Unix socket
-sits alone in a per-run host directory bind-mounted read-only at :data:`PROXY_DIR`, and PID 1
+model agent's container reaches exactly one thing, the metering proxy: the trial's own proxy
+socket sits alone in a per-trial host directory bind-mounted read-only at :data:`PROXY_DIR`
+(into that trial's container only; the proxy accepts the trial's token on that socket alone),
+and PID 1
 keeps a forwarder running (``socat`` from ``127.0.0.1:``:data:`FORWARD_PORT` to that socket,
 restarted whenever it dies, e.g. when the uid-1000 processes are killed after an attempt), so the
 CLIs use ``http://127.0.0.1:<FORWARD_PORT>`` (:data:`PROXY_URL`). Containers carry the labels
@@ -49,7 +51,7 @@ AGENT_USER = f"{AGENT_UID}:{AGENT_UID}"
 #: Home directory of the agent user in the agent image.
 AGENT_HOME = "/home/agent"
 
-#: Where the proxy's socket directory is mounted in a model agent's container.
+#: Where the trial's proxy socket directory is mounted in a model agent's container.
 PROXY_DIR = "/run/marathon"
 #: File name of the proxy's Unix socket in that directory.
 PROXY_SOCKET = "proxy.sock"
@@ -234,8 +236,8 @@ class Sandbox:
         (only loopback).
 
         Args:
-            proxy_dir: for model agents, the host directory holding only the metering proxy's
-                Unix socket (:data:`PROXY_SOCKET`): it is bind-mounted read-only at
+            proxy_dir: for model agents, the host directory holding only the trial's own socket
+                of the metering proxy (:data:`PROXY_SOCKET`): it is bind-mounted read-only at
                 :data:`PROXY_DIR` and PID 1 runs the forwarder, so the container reaches the proxy
                 at :data:`PROXY_URL` and nothing else. ``None`` (agents that call no model): no
                 mount, no forwarder.

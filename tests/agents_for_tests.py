@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmark.agents import register
 from benchmark.agents.base import Agent, AttemptContext, AttemptOutcome, AttemptResult
+from benchmark.agents.proxied import CLIRun, ProxiedCLIAgent, last_text_line, read_events
 from benchmark.records import UsageCall
 from benchmark.sandbox import Sandbox
 
@@ -119,3 +120,80 @@ class MeteredAgent(Agent):
                            output_tokens=400, cost_usd=0.01)]
         return AttemptResult(outcome=AttemptOutcome.ok, duration_s=0.01, transcript=ctx.transcript,
                              usage=usage)
+
+
+# -- a minimal Chat Completions agent (a real one, in the container) ------------------------------
+
+# The agent's loop, run in the container: streamed Chat Completions requests with
+# include_usage (as Qwen Code sends them) and one `bash` tool (as mini-swe-agent offers it); each
+# tool call is run with bash and its output sent back; one JSON line per event on stdout.
+CHAT_LOOP = r'''
+import json, os, subprocess, sys, urllib.request
+base, model, key = os.environ["CHAT_BASE_URL"], os.environ["CHAT_MODEL"], os.environ["CHAT_API_KEY"]
+tools = [{"type": "function", "function": {"name": "bash", "parameters": {
+    "type": "object", "properties": {"command": {"type": "string"}}}}}]
+messages = [{"role": "user", "content": sys.argv[1]}]
+for turn in range(8):
+    body = {"model": model, "messages": messages, "tools": tools, "stream": True,
+            "stream_options": {"include_usage": True}}
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + key,
+                                          "Content-Type": "application/json"})
+    text, calls, usage = "", {}, None
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        for raw in resp:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text += delta.get("content") or ""
+                for c in delta.get("tool_calls") or []:
+                    slot = calls.setdefault(c["index"], {"id": c.get("id"), "name": "", "arguments": ""})
+                    slot["name"] += (c.get("function") or {}).get("name") or ""
+                    slot["arguments"] += (c.get("function") or {}).get("arguments") or ""
+    print(json.dumps({"type": "usage", "usage": usage}), flush=True)
+    message = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
+            "name": c["name"], "arguments": c["arguments"]}} for c in calls.values()]
+    messages.append(message)
+    if not calls:
+        print(json.dumps({"type": "done", "text": text}), flush=True)
+        break
+    for c in calls.values():
+        out = subprocess.run(["bash", "-lc", json.loads(c["arguments"])["command"]],
+                             capture_output=True, text=True)
+        messages.append({"role": "tool", "tool_call_id": c["id"], "content": out.stdout + out.stderr})
+'''
+
+
+@register
+class ChatAgent(ProxiedCLIAgent):
+    """A minimal coding agent speaking OpenAI Chat Completions through the metering proxy: the
+    loop above, run in the container as uid 1000. Reports the usage of every response."""
+
+    name = "test-chat"
+    protocol = "openai-chat"
+    reads_instructions = False
+
+    def command(self, prompt: str, ctx: AttemptContext) -> tuple[list[str], dict[str, str]]:
+        assert self.endpoint is not None
+        return ["python3", "-c", CHAT_LOOP, prompt], {
+            "CHAT_BASE_URL": self.endpoint.base_url, "CHAT_API_KEY": self.endpoint.token.get_secret_value(),
+            "CHAT_MODEL": self.endpoint.model or ctx.model}
+
+    def interpret(self, exit_code: int | None, timed_out: bool, ctx: AttemptContext) -> CLIRun:
+        events = read_events(ctx.transcript)
+        usage = [e["usage"] for e in events if e.get("type") == "usage" and e.get("usage")]
+        rows = [UsageCall(source="agent", api_model=ctx.model,
+                          input_tokens=sum(u["prompt_tokens"] for u in usage),
+                          output_tokens=sum(u["completion_tokens"] for u in usage))] if usage else []
+        if timed_out:
+            return CLIRun(outcome=AttemptOutcome.timeout, usage=rows, error="time limit")
+        if exit_code != 0 or not any(e.get("type") == "done" for e in events):
+            return CLIRun(outcome=AttemptOutcome.agent_error, usage=rows,
+                          error=f"exit {exit_code}: {last_text_line(ctx.transcript)}")
+        return CLIRun(outcome=AttemptOutcome.ok, usage=rows)

@@ -44,8 +44,8 @@ def stack(tmp_path_factory):
     try:
         with ScriptedServer(ScriptedConfig()) as upstream:
             up = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
-            config = ProxyConfig(unix_socket=socket_dir / PROXY_SOCKET, container_url=PROXY_URL,
-                                 anthropic=up, openai=up, usage_log=usage_log)
+            config = ProxyConfig(container_url=PROXY_URL, upstreams={"scripted": up},
+                                 usage_log=usage_log)
             with MeteringProxy(config) as proxy:
                 yield {"run_id": run_id, "socket_dir": socket_dir, "proxy": proxy,
                        "upstream": upstream, "usage_log": usage_log}
@@ -54,17 +54,28 @@ def stack(tmp_path_factory):
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
+def open_trial(stack, keys: dict, protocol: str | None, model: str | None):
+    """A trial's endpoint as the driver opens it: its own socket in its own directory, its
+    protocol and model only."""
+    trial_dir = Path(tempfile.mkdtemp(prefix="t-", dir=stack["socket_dir"]))
+    trial_dir.chmod(0o755)
+    return stack["proxy"].open_trial(keys, protocol=protocol, models=[model] if model else None,
+                                     socket=trial_dir / PROXY_SOCKET)
+
+
 class Trial:
     """One trial's container and agent, driven by hand the way the driver does it."""
 
     def __init__(self, stack, images, agent: ProxiedCLIAgent, arm_name: str, model: str,
                  tmp: Path, continuity: bool = False):
         self.trial_id = f"{agent.name}.{model.replace('/', '-')}.{secrets.token_hex(2)}"
+        self.endpoint = open_trial(stack, {"trial_id": self.trial_id, "agent": agent.name},
+                                   agent.protocol, model)
         self.sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=self.trial_id,
-                                      image=images.agent, proxy_dir=stack["socket_dir"])
+                                      image=images.agent, proxy_dir=self.endpoint.socket_dir)
         self.arm = load_arm(arm_name).model_copy(update={"session_continuity": continuity})
         self.agent, self.model, self.tmp, self.images = agent, model, tmp, images
-        self.endpoint = stack["proxy"].open_trial({"trial_id": self.trial_id, "agent": agent.name})
+        self.proxy = stack["proxy"]
         agent.attach(self.endpoint)
         self.sandbox.put_directory(LEDGER.starter)
         agent.prepare(self.sandbox, self.arm)
@@ -87,6 +98,7 @@ class Trial:
 
     def remove(self) -> None:
         self.sandbox.remove()
+        self.proxy.unregister(self.endpoint.token.get_secret_value())
 
 
 def failing_gates(checks: list[CheckResult]) -> set[str]:
@@ -251,8 +263,10 @@ def test_a_model_agent_container_reaches_the_proxy_and_nothing_else(stack, image
     """No network: only ``lo``, no route to any address (so no host or gateway port can be
     reached and nothing is sent), the proxy socket alone in a read-only mount, and the proxy
     answering through the forwarder. Nothing here sends a packet to a non-loopback address."""
-    sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=f"confined-{secrets.token_hex(2)}",
-                             image=images.agent, proxy_dir=stack["socket_dir"])
+    trial_id = f"confined-{secrets.token_hex(2)}"
+    endpoint = open_trial(stack, {"trial_id": trial_id}, "anthropic-messages", "scripted/nop")
+    sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=trial_id,
+                             image=images.agent, proxy_dir=endpoint.socket_dir)
     try:
         attrs = client().api.inspect_container(sandbox.container.id)
         assert attrs["HostConfig"]["NetworkMode"] == "none"
@@ -278,3 +292,4 @@ def test_a_model_agent_container_reaches_the_proxy_and_nothing_else(stack, image
         sandbox.wait_for_forwarder()
     finally:
         sandbox.remove()
+        stack["proxy"].unregister(endpoint.token.get_secret_value())

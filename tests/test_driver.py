@@ -83,6 +83,33 @@ def test_oracle_scores_full_nop_scores_zero_with_retries(tmp_path: Path):
     assert status.returncode == 0 and "4/4 trials complete" in status.stdout
 
 
+def test_a_chat_completions_agent_plays_through_its_own_socket_and_usage_reconciles(tmp_path: Path):
+    """A real (minimal) Chat Completions agent in the container, through the driver, the
+    trial's own proxy socket and the proxy, against scripted/oracle (a simulation)."""
+    from benchmark.model_access import USAGE_LOG, socket_dir_prefix
+    from benchmark.proxy import load_usage
+
+    outcome = start_run(config(tmp_path, "run-chat", arms=("prompt-only",), agents=("test-chat",),
+                               models=("scripted/oracle",)), display=False, console=QUIET)
+    run = tmp_path / "run-chat"
+    assert outcome.status == "complete", outcome.failures
+    eps = pd.read_parquet(run / "episodes.parquet")
+    assert list(eps.score) == [1.0, 1.0]
+    attempts = pd.read_parquet(run / "attempts.parquet")
+    assert set(attempts.outcome) == {"ok"} and set(attempts.reconciliation) == {"match"}
+    usage = pd.read_parquet(run / "usage.parquet")
+    proxy = usage[usage.source == "proxy"]
+    assert len(proxy) == 4  # per episode: the tool call, then the final text
+    assert set(proxy.path) == {"/v1/chat/completions"} and set(proxy.method) == {"POST"}
+    assert set(proxy.http_status) == {200} and not proxy.refused.any() and not proxy.usage_missing.any()
+    assert (proxy.input_tokens > 0).all() and (proxy.cost_usd == 0.0).all()
+    logged = load_usage(run / USAGE_LOG)
+    assert [r.protocol for r in logged] == ["openai-chat"] * 4
+    assert not any(r.include_usage_added for r in logged)  # the agent asked for usage itself
+    assert not list(Path("/tmp").glob(f"{socket_dir_prefix('run-chat')}*"))  # sockets removed
+    assert leftovers("run-chat") == []
+
+
 def test_agent_over_its_time_limit_is_killed_and_the_trial_goes_on(tmp_path: Path):
     outcome = start_run(config(tmp_path, "run-t", arms=("prompt-only",), agents=("test-sleep",),
                                time_limit_s=2.0), display=False, console=QUIET)

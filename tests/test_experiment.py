@@ -88,3 +88,46 @@ def test_example_experiment_loads():
     smoke = load_config(root / "experiment-smoke.toml", {})
     trials = plan_trials(smoke, "run", "ledger", {"oracle": False, "nop": False})
     assert len(trials) == 4 * 2 * 2
+
+
+BASE = 'marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\n'
+
+
+@pytest.mark.parametrize("table, expected", [
+    ('protocol = "openai-chatt"\nbase_url = "http://h:1/v1"\n',
+     "exp.toml: providers.local.protocol: Input should be 'anthropic-messages', 'openai-responses' or 'openai-chat'"),
+    ('protocol = "openai-chat"\n', "exp.toml: providers.local.base_url: Field required"),
+    ('protocol = "openai-chat"\nbase_url = "ftp://h/v1"\n', "exp.toml: providers.local.base_url: String should match"),
+    ('protocol = "openai-chat"\nbase_url = "http://h:1"\nkey_env = "MY KEY"\n', "exp.toml: providers.local.key_env: String should match"),
+    ('protocol = "openai-chat"\nbase_url = "http://h:1"\napi_key = "sk-x"\n', "exp.toml: providers.local.api_key: Extra inputs are not permitted"),
+])
+def test_bad_provider_tables_name_file_and_field(tmp_path: Path, table: str, expected: str):
+    f = tmp_path / "exp.toml"
+    f.write_text(BASE + "[providers.local]\n" + table)
+    with pytest.raises(MarathonError) as err:
+        load_config(f, {})
+    assert str(err.value).startswith(str(f)) and expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("openai", "providers: provider 'openai' is built in"),
+    ("scripted", "providers: provider 'scripted' is built in"),
+    ('"a/b"', "providers: provider name 'a/b'"),
+])
+def test_provider_names_that_cannot_be_declared(tmp_path: Path, name: str, expected: str):
+    f = tmp_path / "exp.toml"
+    f.write_text(BASE + f'[providers.{name}]\nprotocol = "openai-chat"\nbase_url = "http://h:1"\n')
+    with pytest.raises(MarathonError) as err:
+        load_config(f, {})
+    assert f"exp.toml: {expected}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_provider_table_loads(tmp_path: Path):
+    f = tmp_path / "exp.toml"
+    f.write_text(BASE + '[providers.local]\nprotocol = "openai-chat"\nbase_url = "http://127.0.0.1:8000/v1"\n'
+                 '[providers.gw]\nprotocol = "anthropic-messages"\nbase_url = "https://gw.example"\n'
+                 'key_env = "GW_KEY"\n')
+    config = load_config(f, {})
+    assert config.providers["local"].key_env is None and config.providers["gw"].key_env == "GW_KEY"
+    assert config.providers["gw"].protocol == "anthropic-messages"

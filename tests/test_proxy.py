@@ -3,100 +3,20 @@ usage extraction for both APIs, auth, upstream errors and drops, the JSONL usage
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import logging
-import threading
 import time
 
 import pytest
-from aiohttp import web
 
 from benchmark.errors import MarathonError
-from benchmark.proxy import (BackgroundServer, MeteringProxy, PriceTable, ProxyConfig, SSEParser,
+from benchmark.proxy import (MeteringProxy, PriceTable, ProxyConfig, SSEParser,
                              Upstream, load_usage, load_usage_calls, reconcile)
 from benchmark.records import UsageCall
+from tests.proxy_helpers import ANTHROPIC_EVENTS, FakeUpstream
 
 UPSTREAM_KEY = "sk-upstream-secret"
-
-ANTHROPIC_EVENTS = [
-    {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
-                                          "model": "claude-sonnet-4-5-20250929", "content": [],
-                                          "usage": {"input_tokens": 120, "output_tokens": 1,
-                                                    "cache_creation_input_tokens": 30,
-                                                    "cache_read_input_tokens": 400}}},
-    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
-    {"type": "content_block_stop", "index": 0},
-    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 57}},
-    {"type": "message_stop"},
-]
-OPENAI_EVENTS = [
-    {"type": "response.created", "response": {"id": "r1", "model": "gpt-5-codex", "status": "in_progress"}},
-    {"type": "response.output_item.done", "output_index": 0, "item": {"type": "message", "role": "assistant",
-                                                                      "content": [{"type": "output_text", "text": "hi"}]}},
-    {"type": "response.completed", "response": {
-        "id": "r1", "model": "gpt-5-codex", "status": "completed",
-        "usage": {"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 600},
-                  "output_tokens": 300, "output_tokens_details": {"reasoning_tokens": 200}}}},
-]
-
-
-def sse(event: dict) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
-
-
-class FakeUpstream(BackgroundServer):
-    """An upstream whose behaviour each test sets: ``mode`` is ``stream`` (events; after the
-    first one it waits for ``release``), ``status`` (answer ``status_code`` with a JSON error),
-    ``drop`` (first event, then the connection is cut) or ``json`` (a non-streamed body)."""
-
-    def __init__(self):
-        super().__init__("127.0.0.1", 0)
-        self.mode = "stream"
-        self.status_code = 529
-        self.release = threading.Event()
-        self.release.set()
-        self.seen: list[dict] = []
-
-    async def make_app(self) -> web.Application:
-        app = web.Application()
-        async def messages(request):
-            return await self.handle(request, ANTHROPIC_EVENTS)
-
-        async def responses(request):
-            return await self.handle(request, OPENAI_EVENTS)
-
-        app.router.add_post("/v1/messages", messages)
-        app.router.add_post("/v1/responses", responses)
-        return app
-
-    async def handle(self, request: web.Request, events: list[dict]) -> web.StreamResponse:
-        self.seen.append({"headers": dict(request.headers), "body": await request.read(),
-                          "path": request.path_qs})
-        if self.mode == "status":
-            return web.json_response({"type": "error", "error": {"type": "overloaded_error",
-                                                                 "message": "Overloaded"}},
-                                     status=self.status_code, headers={"x-upstream": "yes"})
-        if self.mode == "json":
-            last = events[-1]
-            doc = last.get("response") or {"model": events[0]["message"]["model"],
-                                           "usage": {**events[0]["message"]["usage"], "output_tokens": 57}}
-            return web.json_response(doc)
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(sse(events[0]))
-        if self.mode == "drop":
-            await asyncio.sleep(0.05)
-            request.transport.abort()
-            return resp
-        while not self.release.is_set():
-            await asyncio.sleep(0.01)
-        for event in events[1:]:
-            await resp.write(sse(event))
-        await resp.write_eof()
-        return resp
 
 
 @pytest.fixture
@@ -108,7 +28,7 @@ def upstream():
 @pytest.fixture
 def proxy(upstream, tmp_path):
     ups = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
-    config = ProxyConfig(anthropic=ups, openai=ups, usage_log=tmp_path / "usage" / "proxy.jsonl")
+    config = ProxyConfig(upstreams={"anthropic": ups, "openai": ups}, usage_log=tmp_path / "usage" / "proxy.jsonl")
     with MeteringProxy(config) as px:
         px.register("tok-a", {"trial_id": "trial-a", "arm": "x"})
         px.set_attempt("tok-a", "e1", 1)
@@ -212,19 +132,19 @@ def test_upstream_dropping_mid_stream_breaks_the_client_stream_not_the_proxy(pro
     assert len(calls) == 3
     records = load_usage(proxy.config.usage_log)
     assert [r.seq for r in records] == [0, 1, 2]
-    assert records[0].error == "" and records[0].call.output_tokens == 57
-    assert records[1].error.startswith("upstream dropped mid-response")
+    assert records[0].call.error == "" and records[0].call.output_tokens == 57
+    assert records[1].call.error.startswith("upstream dropped mid-response")
     assert records[1].call.input_tokens == 120 and records[1].call.output_tokens == 1  # what came
 
 
 def test_unreachable_upstream_answers_502_and_is_recorded(tmp_path):
     ups = Upstream(base_url="http://127.0.0.1:9", api_key=UPSTREAM_KEY)
-    with MeteringProxy(ProxyConfig(anthropic=ups, usage_log=tmp_path / "u.jsonl")) as px:
+    with MeteringProxy(ProxyConfig(upstreams={"anthropic": ups}, usage_log=tmp_path / "u.jsonl")) as px:
         px.register("t", {"trial_id": "x"})
         resp = post(px, "/v1/messages", "t", {"model": "claude-sonnet-4-5", "stream": True})
         assert resp.status == 502
         (rec,) = px.records()
-        assert rec.call.http_status == 502 and rec.error.startswith("upstream unreachable")
+        assert rec.call.http_status == 502 and rec.call.error.startswith("upstream unreachable")
         assert post(px, "/v1/responses", "t", auth="bearer").status == 502  # no openai upstream
 
 
@@ -240,6 +160,19 @@ def test_usage_file_rows_load_as_usage_calls_and_a_torn_last_line_is_skipped(pro
     assert len(calls) == 1 and calls[0].api_model == "gpt-5-codex"
     assert load_usage_calls(path) == proxy.calls("tok-a")
     assert load_usage(path)[0].keys == {"trial_id": "trial-a", "arm": "x"}
+
+
+def test_usage_lines_of_the_previous_record_format_still_load(tmp_path):
+    old = {"seq": 0, "time": "2026-11-21T10:00:00Z", "trial_id": "t", "keys": {"trial_id": "t"},
+           "episode": "e1", "attempt": 1, "api": "openai", "path": "/v1/responses",
+           "request_model": "gpt-5-codex", "stream": True, "ttfb_s": 0.1, "error": "boom",
+           "call": {"source": "proxy", "api_model": "gpt-5-codex", "input_tokens": 3,
+                    "output_tokens": 4, "http_status": 200}}
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps(old) + "\n")
+    (rec,) = load_usage(path)
+    assert rec.protocol == "openai-responses" and rec.call.path == "/v1/responses"
+    assert rec.call.error == "boom" and rec.call.input_tokens == 3 and rec.call.refused is None
 
 
 def test_head_root_answers_and_the_proxy_needs_a_free_address(proxy, tmp_path):
@@ -307,7 +240,7 @@ def test_scripted_models_go_to_the_simulated_upstream(upstream, tmp_path):
     real = Upstream(base_url=upstream.url, api_key=UPSTREAM_KEY)
     with ScriptedServer(ScriptedConfig()) as scripted:
         sim = Upstream(base_url=scripted.url, api_key="sk-sim")
-        config = ProxyConfig(anthropic=real, simulated=sim, usage_log=tmp_path / "u.jsonl")
+        config = ProxyConfig(upstreams={"anthropic": real, "openai": real, "scripted": sim}, usage_log=tmp_path / "u.jsonl")
         with MeteringProxy(config) as px:
             px.register("t", {"trial_id": "x"})
             body = {"model": "scripted/nop", "stream": True, "messages": [{"role": "user", "content": "hi"}]}

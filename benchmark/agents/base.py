@@ -84,6 +84,10 @@ class Agent(ABC):
     """Registry name, e.g. ``oracle``."""
     uses_model: ClassVar[bool] = False
     """Whether the agent calls a model (then a model name is required for its trials)."""
+    protocol: ClassVar[str | None] = None
+    """The model protocol the agent speaks (``anthropic-messages``, ``openai-responses`` or
+    ``openai-chat``, see :mod:`benchmark.proxy.protocols`); ``None`` for agents that use no
+    model."""
     reads_instructions: ClassVar[bool] = False
     """Whether the agent reads ``CLAUDE.md`` / ``AGENTS.md`` and skills: if so,
     :meth:`prepare` writes the arm's material into the workspace."""

@@ -10,7 +10,11 @@ Environment: ``ANTHROPIC_BASE_URL`` = the metering proxy as the container reache
 ``ANTHROPIC_API_KEY`` = the trial's token (never a vendor key),
 ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`` (no telemetry, no session-title call),
 ``CLAUDE_CODE_MAX_RETRIES`` = :data:`MAX_RETRIES`, ``API_TIMEOUT_MS`` within the attempt's limit,
-``DISABLE_TELEMETRY`` / ``DISABLE_ERROR_REPORTING`` / ``DISABLE_AUTOUPDATER``.
+``DISABLE_TELEMETRY`` / ``DISABLE_ERROR_REPORTING`` / ``DISABLE_AUTOUPDATER``, and the model
+of background tasks and subagents (``ANTHROPIC_DEFAULT_HAIKU_MODEL``, ``..._SONNET_MODEL``,
+``..._OPUS_MODEL``, ``CLAUDE_CODE_SUBAGENT_MODEL``) = the trial's model: the proxy forwards
+requests naming the trial's model only. ``MODEL`` is the endpoint's model name (the provider's
+name of a ``PROVIDER/MODEL`` trial model).
 
 Effort: ``low``, ``medium``, ``high``, ``xhigh`` or ``max`` are passed as ``--effort``; ``none``
 or ``default`` pass no flag (the CLI's default). The choice is recorded in ``command.json``.
@@ -47,6 +51,10 @@ from benchmark.records import UsageCall
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 #: Retries of a failed API call inside one run (the CLI's default is 10).
 MAX_RETRIES = 2
+#: Variables naming the models Claude Code uses besides ``--model`` (background tasks, the
+#: model aliases a subagent may ask for): all set to the trial's model.
+SIDE_MODEL_VARS = ("ANTHROPIC_DEFAULT_HAIKU_MODEL", "ANTHROPIC_DEFAULT_SONNET_MODEL",
+                   "ANTHROPIC_DEFAULT_OPUS_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL")
 #: Namespace of the harness-chosen session ids (``uuid5(namespace, trial id)``).
 SESSION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "marathon:claude-code-session")
 
@@ -55,7 +63,7 @@ class ClaudeCodeAgent(ProxiedCLIAgent):
     """Claude Code (``claude -p``) through the metering proxy (see the module docstring)."""
 
     name = "claude-code"
-    api = "anthropic"
+    protocol = "anthropic-messages"
     reconcile_kinds = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
 
     def __init__(self) -> None:
@@ -73,8 +81,9 @@ class ClaudeCodeAgent(ProxiedCLIAgent):
             MarathonError: the effort is not one Claude Code accepts.
         """
         assert self.endpoint is not None
+        model = self.endpoint.model or ctx.model
         argv = ["claude", "-p", prompt, "--output-format", "stream-json", "--verbose",
-                "--model", ctx.model, "--dangerously-skip-permissions"]
+                "--model", model, "--dangerously-skip-permissions"]
         if ctx.effort in EFFORTS:
             argv += ["--effort", ctx.effort]
         elif ctx.effort not in DEFAULT_EFFORTS:
@@ -98,6 +107,8 @@ class ClaudeCodeAgent(ProxiedCLIAgent):
             "CLAUDE_CODE_MAX_RETRIES": str(MAX_RETRIES),
             "API_TIMEOUT_MS": str(timeout_ms),
             "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1",
+            # every call of the trial names the trial's model (the proxy refuses any other)
+            **{var: model for var in SIDE_MODEL_VARS},
         }
         return argv, env
 

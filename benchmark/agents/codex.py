@@ -51,7 +51,7 @@ class CodexAgent(ProxiedCLIAgent):
     """Codex CLI (``codex exec``) through the metering proxy (see the module docstring)."""
 
     name = "codex"
-    api = "openai"
+    protocol = "openai-responses"
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,7 +71,7 @@ class CodexAgent(ProxiedCLIAgent):
         provider = (f'{{name="{PROVIDER}",base_url="{self.endpoint.base_url}/v1",'
                     f'env_key="OPENAI_API_KEY",wire_api="responses"}}')
         argv = ["codex", "exec", "--json", "--skip-git-repo-check",
-                "--dangerously-bypass-approvals-and-sandbox", "-m", ctx.model,
+                "--dangerously-bypass-approvals-and-sandbox", "-m", self.endpoint.model or ctx.model,
                 "-c", f"model_provider={PROVIDER}", "-c", f"model_providers.{PROVIDER}={provider}",
                 "-c", "analytics.enabled=false", "-c", "check_for_update_on_startup=false"]
         if ctx.effort in EFFORTS:

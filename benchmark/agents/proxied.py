@@ -83,8 +83,6 @@ class ProxiedCLIAgent(Agent):
 
     uses_model = True
     reads_instructions = True
-    #: The vendor API the CLI calls (``anthropic`` or ``openai``): a real model needs its key.
-    api: ClassVar[str]
     #: Token kinds the CLI reports and :func:`reconcile` compares.
     reconcile_kinds: ClassVar[tuple[str, ...]] = TOKEN_KINDS
 

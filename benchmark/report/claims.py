@@ -57,13 +57,17 @@ def models_and_versions(results: Results) -> pd.DataFrame:
     """Every model x agent of the records with what is known of its version.
 
     Returns:
-        One row per model x agent: ``model``, ``agent``, ``api_models`` (model names the API
-        calls carried, from usage rows; empty without usage), ``agent_cli`` (version from the
+        One row per model x agent: ``model``, ``agent``, ``api_models`` (model names the answered
+        API calls carried, from usage rows with HTTP 2xx or no status; empty without usage), ``agent_cli`` (version from the
         manifests, for CLI agents), ``kind`` (``real``, ``simulated (scripted)`` or ``no model``).
     """
     pairs = results.trials[["model", "agent"]].drop_duplicates().sort_values(["model", "agent"])
-    api = (results.usage.groupby(["model", "agent"])["api_model"]
-           .agg(lambda s: ", ".join(sorted(set(map(str, s))))) if not results.usage.empty
+    usage = results.usage
+    if not usage.empty:  # calls that were answered (refused requests name what was asked)
+        status = pd.to_numeric(usage["http_status"], errors="coerce")
+        usage = usage[status.isna() | status.between(200, 299)]
+    api = (usage.groupby(["model", "agent"])["api_model"]
+           .agg(lambda s: ", ".join(sorted(set(map(str, s))))) if not usage.empty
            else pd.Series(dtype=str))
     rows = []
     for model, agent in pairs.itertuples(index=False, name=None):

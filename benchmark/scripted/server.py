@@ -1,5 +1,5 @@
-"""The scripted model server: a simulated model speaking the Anthropic Messages API and the
-OpenAI Responses API, for offline runs of the real agent CLIs.
+"""The scripted model server: a simulated model speaking the Anthropic Messages API, the OpenAI
+Responses API and the OpenAI Chat Completions API, for offline runs of the real agent CLIs.
 
 This is a **simulation**. It demonstrates the pipeline (CLI in the sandbox -> metering proxy ->
 model -> tools -> workspace -> scorer) and the arms' control loops; it says nothing about any
@@ -19,6 +19,17 @@ JSON body):
 - OpenAI ``POST /v1/responses``: ``response.created``, ``response.output_item.done`` for each
   output item (a ``function_call`` of the shell tool found among the request's ``tools``, or an
   assistant ``message``), then ``response.completed`` with ``response.usage``.
+- OpenAI ``POST /v1/chat/completions``: ``chat.completion.chunk`` events (``data:`` lines only):
+  the role, the text as one ``content`` delta, for a command one ``tool_calls`` delta with the
+  whole arguments (a function of the request's ``tools`` taking ``command`` or ``cmd``:
+  ``bash`` for mini-swe-agent, ``run_shell_command`` for Qwen Code), a chunk with
+  ``finish_reason`` (``tool_calls`` or ``stop``), then, only when the request sets
+  ``stream_options.include_usage``, a ``choices: []`` chunk with ``usage`` (and ``"usage":
+  null`` on the other chunks, as OpenAI does), and ``data: [DONE]``. A non-streamed request gets
+  a ``chat.completion`` object, always with ``usage``. A conversation whose messages name
+  mini-swe-agent's finish marker (``COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT``) ends each turn by
+  running ``echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT`` instead of with text alone (that agent
+  finishes only on that command).
 
 Usage rule (documented, deterministic; the proxy and the CLIs both see these figures):
 
@@ -143,11 +154,11 @@ def shell_call(tools: list[dict], command: str) -> tuple[str, str, str] | None:
     JSON)``, or ``None`` when no shell tool is offered.
 
     Recognized: a function tool taking ``cmd`` (string) or ``command`` (string, or array of
-    argv); preferred names ``exec_command``, ``shell_command``, ``shell``; or a ``local_shell``
-    tool.
+    argv); preferred names ``exec_command``, ``shell_command``, ``shell``, ``bash``,
+    ``run_shell_command``; or a ``local_shell`` tool.
     """
     funcs = {t.get("name"): t for t in tools if t.get("type") == "function" and t.get("name")}
-    for name in ("exec_command", "shell_command", "shell", *sorted(funcs)):
+    for name in ("exec_command", "shell_command", "shell", "bash", "run_shell_command", *sorted(funcs)):
         tool = funcs.get(name)
         if tool is None:
             continue
@@ -169,8 +180,50 @@ def shell_call(tools: list[dict], command: str) -> tuple[str, str, str] | None:
     return None
 
 
+def chat_turns(doc: dict) -> list[Turn]:
+    """The conversation of a Chat Completions request (``messages``; ``system`` and
+    ``developer`` messages are not part of it): user text, assistant text and tool calls, and
+    ``tool`` messages as tool results."""
+    turns: list[Turn] = []
+    for i, msg in enumerate(doc.get("messages") or []):
+        if not isinstance(msg, dict):
+            continue
+        role = msg.get("role")
+        if role in ("user", "assistant"):
+            text = _text_of(msg.get("content"))
+            if text or role == "user":
+                turns.append(Turn(role, "text", text, i))
+            for call in msg.get("tool_calls") or [] if role == "assistant" else []:
+                turns.append(Turn("assistant", "tool_call",
+                                  str((call.get("function") or {}).get("arguments", "")), i))
+        elif role == "tool":
+            turns.append(Turn("user", "tool_result", _text_of(msg.get("content")), i))
+    return turns
+
+
+#: mini-swe-agent ends a run when the model runs ``echo`` of this marker.
+FINISH_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
+
+
+def chat_tools(doc: dict) -> list[dict]:
+    """The request's Chat Completions ``tools`` in the Responses API's flat shape
+    (``{"type": "function", "name", "parameters"}``), for :func:`shell_call`."""
+    tools = []
+    for t in doc.get("tools") or []:
+        fn = t.get("function") if isinstance(t, dict) else None
+        if isinstance(fn, dict) and fn.get("name"):
+            tools.append({"type": "function", "name": fn["name"],
+                          "parameters": fn.get("parameters") or {}})
+    return tools
+
+
 def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _data(data: dict) -> bytes:
+    """One event with ``data:`` only (Chat Completions chunks carry no ``event:`` line)."""
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -202,6 +255,7 @@ class ScriptedServer(BackgroundServer):
         app.router.add_route("GET", "/", self._root)
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/v1/chat/completions", self._chat)
         return app
 
     async def _root(self, request: web.Request) -> web.Response:
@@ -352,6 +406,67 @@ class ScriptedServer(BackgroundServer):
                                                   "response": done}))
         return await self._stream(request, events, {"x-request-id": f"req_{digest[:24]}"})
 
+    # OpenAI Chat Completions
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, doc, model = await self._read(request, "chat")
+        policy = self._policy(model)
+        if policy is None:
+            return web.json_response({"error": {
+                "message": f"model {model!r} is not a scripted model", "type": "invalid_request_error",
+                "code": "model_not_found"}}, status=404)
+        if policy == "overloaded":
+            return web.json_response({"error": {"message": "Overloaded (scripted)",
+                                                 "type": "server_error", "code": None}}, status=529)
+        digest = hashlib.sha256(body).hexdigest()
+        base = {"id": f"chatcmpl-{digest[:24]}", "object": "chat.completion.chunk", "created": 0,
+                "model": model}
+        if policy == "drop-stream":
+            return await self._drop(request, _data(dict(base, choices=[{
+                "index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])))
+        turns = chat_turns(doc)
+        action = decide(policy, turns, self.library)
+        command, text = action.command, action.text
+        messages_text = json.dumps(doc.get("messages") or [])
+        if action.kind == "text" and FINISH_MARKER in messages_text:
+            command = f"echo {FINISH_MARKER}"
+        call = shell_call(chat_tools(doc), command) if command else None
+        if command and (call is None or call[0] != "function_call"):
+            call = None
+            text += " (no shell tool was offered, so nothing was run)"
+        tool_calls = []
+        if call is not None:
+            tool_calls.append({"id": f"call_{digest[:24]}", "type": "function",
+                               "function": {"name": call[1], "arguments": call[2]}})
+        usage_in = input_tokens(body)
+        usage_out = output_tokens(text + "".join(c["function"]["arguments"] for c in tool_calls))
+        usage = {"prompt_tokens": usage_in, "completion_tokens": usage_out,
+                 "total_tokens": usage_in + usage_out,
+                 "prompt_tokens_details": {"cached_tokens": 0},
+                 "completion_tokens_details": {"reasoning_tokens": 0}}
+        finish = "tool_calls" if tool_calls else "stop"
+        if not doc.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            return web.json_response(dict(base, object="chat.completion", choices=[{
+                "index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+                usage=usage))
+        options = doc.get("stream_options")
+        with_usage = isinstance(options, dict) and options.get("include_usage") is True
+        deltas: list[tuple[dict, str | None]] = [({"role": "assistant", "content": ""}, None),
+                                                 ({"content": text}, None)]
+        if tool_calls:
+            deltas.append(({"tool_calls": [dict(tool_calls[0], index=0)]}, None))
+        deltas.append(({}, finish))
+        extra = {"usage": None} if with_usage else {}
+        events = [_data(dict(base, choices=[{"index": 0, "delta": d, "finish_reason": f,
+                                             "logprobs": None}], **extra)) for d, f in deltas]
+        if with_usage:
+            events.append(_data(dict(base, choices=[], usage=usage)))
+        events.append(b"data: [DONE]\n\n")
+        return await self._stream(request, events, {"x-request-id": f"req_{digest[:24]}"})
+
     # streaming
 
     async def _stream(self, request: web.Request, events: list[bytes],
@@ -391,6 +506,6 @@ def serve_forever(config: ScriptedConfig) -> None:
         server.stop()
 
 
-__all__ = ["MarathonError", "PREFIX", "ScriptedConfig", "ScriptedServer", "anthropic_turns",
-           "input_tokens", "openai_turns", "output_tokens", "serve_forever", "shell_call",
-           "Action"]
+__all__ = ["FINISH_MARKER", "MarathonError", "PREFIX", "ScriptedConfig", "ScriptedServer",
+           "anthropic_turns", "chat_tools", "chat_turns", "input_tokens", "openai_turns",
+           "output_tokens", "serve_forever", "shell_call", "Action"]
