@@ -80,14 +80,27 @@ def images() -> None:
 
 @images.command("build")
 @click.option("--no-agent", is_flag=True, help="Skip the agent image (scorer work only).")
-def images_build(no_agent: bool) -> None:
-    """Build every image whose recipe changed; print their tags."""
+@click.option("--marathon", "marathons", multiple=True, metavar="MARATHON",
+              help="Also build the runtime images of this marathon (repeatable).  "
+                   "[default: every marathon under episodes/ that declares a [runtime]]")
+def images_build(no_agent: bool, marathons: tuple[str, ...]) -> None:
+    """Build every image whose recipe changed; print their tags (plain images first, then the
+    runtime images of each marathon that declares a [runtime])."""
     from benchmark.images import build_images
+    from benchmark.marathon import load_marathon
+    from benchmark.paths import EPISODES_DIR
 
-    built = build_images(agent=not no_agent, log=lambda line: console.print(f"[dim]{line}[/]"))
-    for tag in (built.base, built.scorer, built.agent):
-        if tag:
-            click.echo(tag)
+    log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
+    names = marathons or tuple(sorted(p.parent.name for p in EPISODES_DIR.glob("*/marathon.toml")))
+    runtimes = {name: load_marathon(name).runtime for name in names}
+    built = build_images(agent=not no_agent, log=log)
+    tags = [built.base, built.scorer, built.agent]
+    for name, runtime in runtimes.items():
+        if runtime is not None:
+            derived = build_images(agent=not no_agent, log=log, runtime=runtime)
+            tags += [derived.scorer, derived.agent]
+    for tag in dict.fromkeys(t for t in tags if t):
+        click.echo(tag)
 
 
 @main.command()
@@ -103,7 +116,8 @@ def validate(marathon_name: str, seed: int, jobs: int) -> None:
     from benchmark.validate import Finding, validate as run_validate
 
     m = load_marathon(marathon_name)
-    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]")).scorer
+    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
+                         runtime=m.runtime).scorer
 
     def show(f: Finding) -> None:
         mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"

@@ -91,7 +91,7 @@ class Plan(BaseModel):
     arms: dict[str, Arm]
     """Arm name -> loaded arm."""
     images: ImageSet
-    """Harness images (agent image included)."""
+    """Harness images (agent image included; derived with the marathon's runtime if it has one)."""
     trials: list[TrialKeys]
     """Every trial of the run."""
     model_upstreams: dict[str, str] = {}
@@ -164,7 +164,7 @@ def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: 
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
     upstreams = model_upstreams(trials, agents, providers=config.providers)
-    images = build_images(agent=True, log=log)
+    images = build_images(agent=True, log=log, runtime=marathon.runtime)
     return Plan(run_id=run_id, nonce=nonce, config=config, marathon=marathon, arms=arms,
                 images=images, trials=trials, model_upstreams=upstreams)
 
