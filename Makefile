@@ -13,7 +13,7 @@ help:
 	@echo "make validate   check the ledger marathon (references pass, starter and mutants fail)"
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
 
 # On a Debian host without a running engine: install docker.io and debootstrap and start dockerd
 # (no iptables, no default bridge: trial containers have no network at all). Elsewhere a missing
