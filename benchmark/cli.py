@@ -111,7 +111,8 @@ def validate(marathon_name: str, seeds_text: str, jobs: int, no_progress: bool) 
 @click.option("--seed", "sample_seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Scorings run concurrently.")
-@click.option("--no-progress", is_flag=True, help="No progress bar; one line per scored mutant.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bar: a line per scored mutant (with the bar: per mutant not killed).")
 def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: int | None,
            sample_seed: int, jobs: int, no_progress: bool) -> None:
     """Mutation-test the gates of MARATHON: mutants of the final reference (cosmic-ray for
@@ -149,9 +150,10 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
                            counts=False) as bar:
             def finished(mutant, result) -> None:
                 outcome = classify(result.verdicts).value
-                if outcome != "killed" or no_progress:
-                    bar.note(f"{outcome:8} {mutant.id} {escape(mutant.file)}:{mutant.line} "
-                             f"{mutant.operator} ({result.seconds:.1f} s)")
+                if outcome != "killed" or not bar.is_live:
+                    bar.note(f"{len(p.done)}/{len(p.selected)} {outcome:8} {mutant.id} "
+                             f"{escape(mutant.file)}:{mutant.line} {mutant.operator} "
+                             f"({result.seconds:.1f} s)")
 
             try:
                 check_baseline(p, jobs=jobs, scored=bar.advance)

@@ -134,6 +134,11 @@ class CountProgress:
         if self._bar:
             self._bar.stop()
 
+    @property
+    def is_live(self) -> bool:
+        """Whether a live bar is shown (a terminal and ``live``)."""
+        return self._bar is not None
+
     def advance(self, n: int = 1) -> None:
         """Count ``n`` more items as finished."""
         with self._lock:

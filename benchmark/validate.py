@@ -145,7 +145,7 @@ def judge_mutant(gate: str, name: str) -> Judge:
             mine = [r for r in rs if r.gate == gate]
             failed = sum(r.outcome == Outcome.failed for r in mine)
             errors = [r for r in mine if r.outcome == Outcome.error]
-            counts.append(f"{failed}/{len(mine)}")
+            counts.append(f"{failed}/{len(mine)} on seed {seed}")
             if errors:
                 errored.append(f"seed {seed}: {len(errors)} checks of {gate} errored{_first_bad(errors)}")
             (caught if failed else missed).append(seed)
@@ -155,7 +155,7 @@ def judge_mutant(gate: str, name: str) -> Judge:
                                   f"{_seeds(missed)}")
         if errored:
             return Finding(item=item, ok=False, detail="; ".join(errored))
-        detail = f"{' '.join(counts)} checks of {gate} failed on seeds {_seeds(by_seed)}"
+        detail = f"checks of {gate} failed: {', '.join(counts)}"
         return Finding(item=item, ok=not missed, detail=detail)
     return judge
 

@@ -125,6 +125,7 @@ class CosmicRaySource(MutantSource):
     def mutants(self, reference: Path, config: MutationConfig, workdir: Path) -> list[Mutant]:
         session = workdir / "cosmic-ray.sqlite"
         if not session.is_file():
+            workdir.mkdir(parents=True, exist_ok=True)
             self._enumerate(reference, config, session)
         with use_db(str(session), WorkDB.Mode.open) as db:
             items = db.work_items
