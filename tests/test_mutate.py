@@ -25,10 +25,8 @@ from benchmark.mutation.run import (MutantOutcome, SeedVerdict, check_baseline, 
 from benchmark.mutation.source import Mutant, mutant_source
 from benchmark.mutation.summary import kill_rate, write_outputs
 from benchmark.scorer import CheckResult, Outcome
-from tests.answer_fixtures import scorer_image  # noqa: F401
+from tests.answer_fixtures import DOUBLE, scorer_image  # noqa: F401
 from tests.conftest import run_cli
-
-DOUBLE = Path(__file__).parent / "fixtures" / "double"
 
 #: The changed lines of the fixture's notable mutants.
 GT_ONE = ("-print(n * 2 if n > 0 else 0)", "+print(n * 2 if n > 1 else 0)")

@@ -7,9 +7,8 @@ import pytest
 from benchmark.errors import MarathonError
 from benchmark.marathon import load_marathon
 from benchmark.validate import parse_seeds, scoring_count, validate
-from tests.answer_fixtures import ANSWER, answer, scorer_image  # noqa: F401
+from tests.answer_fixtures import ANSWER, DOUBLE, answer, scorer_image  # noqa: F401
 from tests.conftest import run_cli
-from tests.test_mutate import DOUBLE
 
 
 @pytest.mark.docker
