@@ -151,7 +151,8 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
             def finished(mutant, result) -> None:
                 outcome = classify(result.verdicts).value
                 if outcome != "killed" or not bar.is_live:
-                    bar.note(f"{len(p.done)}/{len(p.selected)} {outcome:8} {mutant.id} "
+                    done = sum(i in p.done for i in p.selected)
+                    bar.note(f"{done}/{len(p.selected)} {outcome:8} {mutant.id} "
                              f"{escape(mutant.file)}:{mutant.line} {mutant.operator} "
                              f"({result.seconds:.1f} s)")
 
@@ -159,7 +160,7 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
                 check_baseline(p, jobs=jobs, scored=bar.advance)
                 score_pending(p, jobs=jobs, scored=bar.advance, finished=finished)
             except KeyboardInterrupt:
-                console.print(f"interrupted: {len(p.done)} results kept in {p.store}; "
+                console.print(f"interrupted: every finished mutant is kept in {p.store}; "
                               "run the same command again to resume")
                 sys.exit(130)
     command = f"marathon mutate {marathon_name} --seeds {','.join(map(str, seeds))}"

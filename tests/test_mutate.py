@@ -273,7 +273,8 @@ def test_mutate_kills_survives_and_excludes_equivalents(tmp_path: Path, scorer_i
 @pytest.mark.docker
 def test_mutate_cli_sample_resumes_and_reports_a_seed_dependent_kill(tmp_path: Path, scorer_image):
     """A seeded sample on seeds 0 and 1 holding the seed-dependent mutant: killed on seed 1
-    only, listed as such; a larger sample with the same seed scores only the new mutants."""
+    only, listed as such; a larger sample with the same seed scores only the new mutants, a
+    smaller one scores nothing and reports only its own."""
     root = copy_double(tmp_path)
     m = load_marathon(root)
     mutants = mutant_source(m.mutation).mutants(m.episodes[-1].reference, m.mutation, tmp_path / "enum")
@@ -304,3 +305,10 @@ def test_mutate_cli_sample_resumes_and_reports_a_seed_dependent_kill(tmp_path: P
     assert lines[:2] == first and len(lines) == 3
     assert [json.loads(line)["id"] for line in lines][:2] == [json.loads(x)["id"] for x in first]
     assert (pd.read_parquet(out / "mutants.parquet")["seeds"] == "0,1").sum() == 3
+    # A smaller sample reports only its own mutants; the other results stay in the store.
+    proc = run_cli("mutate", str(root), "--out", str(out), "--seeds", "0,1", "--sample", "1",
+                   "--seed", str(seed), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_parquet(out / "mutants.parquet")
+    assert (table["seeds"] == "0,1").sum() == 1 and (table["reason"] == "not sampled").sum() == 11
+    assert len(store.read_text().splitlines()) == 3

@@ -82,7 +82,7 @@ def rows(p: Plan) -> list[MutantRow]:
             reason = m.skip_reason
         elif m.id in p.equivalent_of:
             outcome, reason = MutantOutcome.equivalent, p.equivalents[p.equivalent_of[m.id]].reason
-        elif m.id in p.done:
+        elif m.id in p.done and m.id in selected:
             r = p.done[m.id]
             outcome = classify(r.verdicts)
             seeds = ",".join(str(v.seed) for v in r.verdicts)
