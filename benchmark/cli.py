@@ -1,7 +1,16 @@
 """The ``marathon`` command line: validate marathons, build images, run and inspect runs.
 
-Every user-facing error is one line on stderr naming the file, field or flag at fault, and
-exit status 2; nothing is written before the inputs are known to be good.
+Exit status, for every command:
+
+- 0: done (a run: every trial complete);
+- 1: a run stopped with failed trials, or on a storage fault (disk full, read-only run
+  directory); it is resumable (``marathon run --resume RUN_DIR``); ``validate``: a finding
+  failed;
+- 2: usage or input error: one line on stderr naming the file, field or flag at fault; nothing
+  is written before the inputs are known to be good;
+- 130: interrupted (Ctrl-C, SIGTERM); a run is resumable.
+
+No error prints a traceback: a failed trial's traceback goes to the run's ``errors.log``.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from benchmark import __version__
 from benchmark.errors import MarathonError
@@ -18,15 +28,40 @@ from benchmark.errors import MarathonError
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+#: Exit status of a run with failed trials or stopped by a storage fault (resumable).
+EXIT_FAILED = 1
+#: Exit status of a usage or input error.
+EXIT_USAGE = 2
+#: Exit status of an interrupted command (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
 class MarathonGroup(click.Group):
-    """A click group that turns :class:`MarathonError` into a one-line error and exit 2."""
+    """A click group that turns user-facing errors into one line on stderr: a
+    :class:`MarathonError`, an :class:`OSError` (a file that cannot be read or written,
+    named) or an error of the Docker engine exits 2; Ctrl-C outside a run's own handling
+    exits 130."""
 
     def invoke(self, ctx: click.Context):
+        import docker.errors
+
+        from benchmark.storage import describe
+
         try:
             return super().invoke(ctx)
         except MarathonError as e:
             click.echo(f"marathon: error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_USAGE)
+        except OSError as e:
+            click.echo(f"marathon: error: {describe(e)}", err=True)
+            sys.exit(EXIT_USAGE)
+        except docker.errors.DockerException as e:
+            line = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            click.echo(f"marathon: error: Docker engine: {line}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("marathon: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=MarathonGroup)
@@ -46,39 +81,27 @@ def images() -> None:
 
 @images.command("build")
 @click.option("--no-agent", is_flag=True, help="Skip the agent image (scorer work only).")
-def images_build(no_agent: bool) -> None:
-    """Build every image whose recipe changed; print their tags."""
-    from benchmark.images import build_images
-
-    built = build_images(agent=not no_agent, log=lambda line: console.print(f"[dim]{line}[/]"))
-    for tag in (built.base, built.scorer, built.agent):
-        if tag:
-            click.echo(tag)
-
-
-@main.command()
-@click.argument("marathon_name", metavar="MARATHON")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the checks' inputs.")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Scorings run concurrently.")
-def validate(marathon_name: str, seed: int, jobs: int) -> None:
-    """Check MARATHON (a name under episodes/ or a path): references pass, starter and mutants
-    fail, scoring is deterministic. Exits 1 if any finding fails."""
+@click.option("--marathon", "marathons", multiple=True, metavar="MARATHON",
+              help="Also build the runtime images of this marathon (repeatable).  "
+                   "[default: every marathon under episodes/ that declares a [runtime]]")
+def images_build(no_agent: bool, marathons: tuple[str, ...]) -> None:
+    """Build every image whose recipe changed; print their tags (plain images first, then the
+    runtime images of each marathon that declares a [runtime])."""
     from benchmark.images import build_images
     from benchmark.marathon import load_marathon
-    from benchmark.validate import Finding, validate as run_validate
+    from benchmark.paths import EPISODES_DIR
 
-    m = load_marathon(marathon_name)
-    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]")).scorer
-
-    def show(f: Finding) -> None:
-        mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
-        console.print(f"{mark} {f.item}  [dim]{f.detail}[/]")
-
-    findings = run_validate(m, image=image, seed=seed, jobs=jobs, progress=show)
-    bad = [f for f in findings if not f.ok]
-    console.print(f"{m.name}: {len(findings) - len(bad)}/{len(findings)} findings ok")
-    sys.exit(1 if bad else 0)
+    log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
+    names = marathons or tuple(sorted(p.parent.name for p in EPISODES_DIR.glob("*/marathon.toml")))
+    runtimes = {name: load_marathon(name).runtime for name in names}
+    built = build_images(agent=not no_agent, log=log)
+    tags = [built.base, built.scorer, built.agent]
+    for name, runtime in runtimes.items():
+        if runtime is not None:
+            derived = build_images(agent=not no_agent, log=log, runtime=runtime)
+            tags += [derived.scorer, derived.agent]
+    for tag in dict.fromkeys(t for t in tags if t):
+        click.echo(tag)
 
 
 class OneLineCommand(click.Command):
@@ -90,6 +113,112 @@ class OneLineCommand(click.Command):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:
             raise MarathonError(e.format_message().replace("\n", " ")) from None
+
+
+@main.command(cls=OneLineCommand)
+@click.argument("marathon_name", metavar="MARATHON")
+@click.option("--seeds", "seeds_text", default="0,1,2", show_default=True,
+              help="Comma-separated seeds for the checks' inputs; every item is scored on each.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Scorings run concurrently.")
+@click.option("--no-progress", is_flag=True, help="No progress bar; a line every 10% of the scorings.")
+def validate(marathon_name: str, seeds_text: str, jobs: int, no_progress: bool) -> None:
+    """Check MARATHON (a name under episodes/ or a path) on every seed: references pass, the
+    starter fails every gate, every mutant fails its gate (on every seed: one caught on some
+    seeds only is a finding), scoring is deterministic. Exits 1 if any finding fails."""
+    from benchmark.images import build_images
+    from benchmark.marathon import load_marathon
+    from benchmark.progress import CountProgress
+    from benchmark.validate import Finding, parse_seeds, scoring_count, validate as run_validate
+
+    seeds = parse_seeds(seeds_text)
+    m = load_marathon(marathon_name)
+    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
+                         runtime=m.runtime).scorer
+
+    with CountProgress("scorings", scoring_count(m, seeds), console, live=not no_progress) as bar:
+        def show(f: Finding) -> None:
+            mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
+            bar.note(f"{mark} {escape(f.item)}  [dim]{escape(f.detail)}[/]")
+
+        findings = run_validate(m, image=image, seeds=seeds, jobs=jobs, progress=show,
+                                scored=bar.advance)
+    bad = [f for f in findings if not f.ok]
+    console.print(f"{m.name}: {len(findings) - len(bad)}/{len(findings)} findings ok "
+                  f"(seeds {', '.join(map(str, seeds))})")
+    sys.exit(1 if bad else 0)
+
+
+@main.command(cls=OneLineCommand)
+@click.argument("marathon_name", metavar="MARATHON")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Output directory (tables, summary.md, resumable sessions).  [default: results/mutate-MARATHON]")
+@click.option("--seeds", "seeds_text", default="0,1,2", show_default=True,
+              help="Comma-separated seeds; every mutant is scored on each.")
+@click.option("--sample", type=click.IntRange(min=1), help="Score a seeded random sample of N candidate mutants.  [default: all]")
+@click.option("--seed", "sample_seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Scorings run concurrently.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bar: a line per scored mutant (with the bar: per mutant not killed).")
+def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: int | None,
+           sample_seed: int, jobs: int, no_progress: bool) -> None:
+    """Mutation-test the gates of MARATHON: mutants of the final reference (cosmic-ray for
+    Python) are scored with the real scorer on every seed; writes mutants.csv, mutants.parquet
+    and summary.md (kill rate with its Wilson interval, survivors with their diffs) into OUT.
+    Re-running the same command resumes. Prints the path of summary.md."""
+    from benchmark.images import build_images
+    from benchmark.marathon import load_marathon
+    from benchmark.mutation.equivalents import load_equivalents
+    from benchmark.mutation.run import check_baseline, classify, plan, score_pending
+    from benchmark.mutation.source import mutant_source
+    from benchmark.mutation.summary import write_outputs
+    from benchmark.paths import RESULTS_DIR
+    from benchmark.progress import CountProgress
+    from benchmark.validate import parse_seeds
+
+    seeds = parse_seeds(seeds_text)
+    m = load_marathon(marathon_name)
+    mutant_source(m.mutation)  # its library is installed
+    load_equivalents(m.mutation.equivalents)  # well-formed, before anything runs
+    out = out_dir if out_dir is not None else RESULTS_DIR / f"mutate-{m.name}"
+    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
+                         runtime=m.runtime).scorer
+    p = plan(m, out, image=image, seeds=seeds, sample=sample, sample_seed=sample_seed)
+    pending = p.pending
+    console.print(f"{m.name}: {len(p.mutants)} mutants, {p.candidates} candidates, "
+                  f"{len(p.selected)} selected, {len(p.selected) - len(pending)} already scored "
+                  f"(session {p.session})")
+    for i in p.stale:
+        e = p.equivalents[i]
+        console.print(f"[yellow]stale[/] {escape(str(m.mutation.equivalents))}: equivalent[{i}] "
+                      f"({escape(e.file)}) matches no mutant")
+    if pending:
+        total = len(seeds) * (1 + len(pending))
+        with CountProgress("scorings", total, console, live=not no_progress,
+                           counts=False) as bar:
+            def finished(mutant, result) -> None:
+                outcome = classify(result.verdicts).value
+                if outcome != "killed" or not bar.is_live:
+                    done = sum(i in p.done for i in p.selected)
+                    bar.note(f"{done}/{len(p.selected)} {outcome:8} {mutant.id} "
+                             f"{escape(mutant.file)}:{mutant.line} {mutant.operator} "
+                             f"({result.seconds:.1f} s)")
+
+            try:
+                check_baseline(p, jobs=jobs, scored=bar.advance)
+                score_pending(p, jobs=jobs, scored=bar.advance, finished=finished)
+            except KeyboardInterrupt:
+                console.print(f"interrupted: every finished mutant is kept in {p.store}; "
+                              "run the same command again to resume")
+                sys.exit(130)
+    command = f"marathon mutate {marathon_name} --seeds {','.join(map(str, seeds))}"
+    command += f" --sample {sample} --seed {sample_seed}" if sample is not None else ""
+    files = write_outputs(p, out, command)
+    if files.scored:
+        console.print(f"{m.name}: {files.killed}/{files.scored} scored mutants killed = "
+                      f"{files.killed / files.scored:.1%} (Wilson 95% {files.low:.1%} to {files.high:.1%})")
+    click.echo(str(files.summary))
 
 
 @main.command(cls=OneLineCommand)
@@ -114,8 +243,9 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
     """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
     container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
 
-    Exit status: 0 complete, 1 some trial failed (see errors.log; resumable), 2 bad input,
-    130 interrupted (resumable with --resume).
+    Exit status: 0 complete; 1 some trial failed (see errors.log) or a storage fault stopped
+    the run (disk full, read-only): resumable with --resume; 2 bad input; 130 interrupted
+    (resumable with --resume).
     """
     from benchmark.driver import resume_run, start_run
     from benchmark.experiment import load_config
@@ -134,10 +264,14 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
                   f"{outcome.trials_total} trials complete in {outcome.wall_s:.1f} s")
     for line in outcome.failures:
         console.print(f"[red]failed[/] {line}")
-    if outcome.status == "interrupted":
+    if outcome.reason and outcome.reason.startswith("storage fault"):
+        unrecorded = "" if outcome.recorded else " (the manifest could not be updated)"
+        click.echo(f"marathon: error: {outcome.reason}{unrecorded}", err=True)
+    if outcome.status != "complete":
         console.print(f"resume with: marathon run --resume {outcome.run_dir}")
-        sys.exit(130)
-    sys.exit(0 if outcome.status == "complete" else 1)
+    if outcome.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(0 if outcome.status == "complete" else EXIT_FAILED)
 
 
 @main.command(cls=OneLineCommand)
@@ -154,9 +288,11 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path | None, k: int | None, resa
            seed: int) -> None:
     """Write tables, statistics, charts and report.md for one or more runs (several runs of
     the same marathon version combine, e.g. one per model). Prints the path of report.md."""
+    from benchmark.experiment import check_output_dir
     from benchmark.report import ReportOptions, build_report
 
     out = out_dir if out_dir is not None else run_dirs[0] / "report"
+    check_output_dir(out, flag="--out" if out_dir is not None else "RUN_DIR")
     files = build_report(list(run_dirs), out, ReportOptions(k=k, resamples=resamples, seed=seed))
     console.print(f"report: {len(files.tables)} tables, {len(files.charts)} chart files in "
                   f"{files.seconds:.1f} s")

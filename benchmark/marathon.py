@@ -21,14 +21,31 @@ Example ``marathon.toml``::
     [[gate]]
     name = "idempotency"
     active_from = "e1"
+
+A marathon whose product needs more than the base images (Python 3.11, git) declares it; the
+scorer and agent images are then derived for it (see :mod:`benchmark.images`)::
+
+    [runtime]
+    node = "22.23.5"          # exact Node.js, the official binary from the npm registry
+    apt = ["sqlite3"]         # Debian bookworm packages
+
+    # Optional; these are the defaults (``marathon mutate``, docs/gates-quality.md).
+    [mutation]
+    language = "python"
+    paths = ["."]
+    exclude = ["**/tests/**", "**/test_*.py", "**/*_test.py", "**/conftest.py"]
+    equivalents = "equivalent-mutants.toml"
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+import json
+import re
+from pathlib import Path, PurePosixPath
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import MarathonError
 from benchmark.paths import EPISODES_DIR
@@ -37,6 +54,49 @@ from benchmark.tomlfile import field_error, read_toml
 
 #: Tool caches that are not part of a marathon's content (left by running pytest on the host).
 JUNK_DIRS = frozenset({"__pycache__", ".pytest_cache", ".benchmarks"})
+
+
+#: A Debian package name, optionally pinned (``name=version``), as ``apt-get install`` takes it.
+APT_PACKAGE = r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$"
+
+
+class RuntimeSpec(BaseModel):
+    """What a marathon's product needs beyond the base images: ``[runtime]`` of marathon.toml.
+
+    The scorer and agent images of a marathon with a runtime are derived from the plain ones by
+    a content hash of this declaration (:func:`benchmark.images.build_runtime`); two marathons
+    declaring the same runtime share the derived images. A marathon without ``[runtime]`` (or
+    with an empty one) uses the plain images.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    apt: tuple[str, ...] = ()
+    """Debian bookworm packages to install, e.g. ``["sqlite3"]`` or ``["jq=1.6-2.1"]``; no
+    duplicates. Installed with ``apt-get install --no-install-recommends``."""
+
+    node: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    """Exact Node.js version, e.g. ``22.23.5``: the official binary from the npm registry's
+    ``node-linux-<arch>`` package, installed as ``/usr/local/bin/node`` (ahead of Debian's
+    ``/usr/bin/node`` on ``PATH``). Node >= 22.18 runs ``.ts`` files directly (type stripping)."""
+
+    @model_validator(mode="after")
+    def _packages(self) -> "RuntimeSpec":
+        for i, name in enumerate(self.apt):
+            if not re.match(APT_PACKAGE, name):
+                raise ValueError(f"apt[{i}]: {name!r} is not a Debian package name")
+            if name.split("=")[0] in [n.split("=")[0] for n in self.apt[:i]]:
+                raise ValueError(f"apt[{i}]: package {name.split('=')[0]!r} listed twice")
+        return self
+
+    @property
+    def empty(self) -> bool:
+        """True when the declaration asks for nothing (the plain images serve)."""
+        return not self.apt and self.node is None
+
+    def canonical(self) -> str:
+        """The declaration as canonical JSON (packages sorted): what the derived tags hash."""
+        return json.dumps({"apt": sorted(self.apt), "node": self.node}, sort_keys=True)
 
 
 class EpisodeSpec(BaseModel):
@@ -74,6 +134,43 @@ class GateSpec(BaseModel):
         return f"test_{self.name}.py"
 
 
+#: Files of the final reference never mutated unless ``[mutation] exclude`` says otherwise: the
+#: product's own tests (cosmic-ray ``excluded-modules`` globs, relative to the reference).
+DEFAULT_MUTATION_EXCLUDE = ("**/tests/**", "**/test_*.py", "**/*_test.py", "**/conftest.py")
+
+
+class MutationConfig(BaseModel):
+    """The optional ``[mutation]`` table: which files of the final reference ``marathon mutate``
+    mutates, with which mutant source. Every field has a default, so a Python marathon declares
+    nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    language: Literal["python"] = "python"
+    """Language of the product; selects the mutant source (``python``: cosmic-ray). A source
+    for another language (e.g. Stryker for TypeScript) adds its name here."""
+
+    paths: list[str] = Field(default_factory=lambda: ["."], min_length=1)
+    """Files or directories to mutate, relative to the final reference (``.``: all of it)."""
+
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_MUTATION_EXCLUDE))
+    """Glob patterns of files never mutated, relative to the final reference (``**`` spans
+    directories). Setting it replaces the default (the product's own tests)."""
+
+    equivalents: Path = Path("equivalent-mutants.toml")
+    """The reviewed list of equivalent mutants, relative to the marathon directory; a missing
+    file means none."""
+
+    @field_validator("paths", "exclude")
+    @classmethod
+    def _relative(cls, values: list[str]) -> list[str]:
+        for v in values:
+            p = PurePosixPath(v)
+            if not v or p.is_absolute() or ".." in p.parts:
+                raise ValueError(f"{v!r} is not a path inside the reference")
+        return values
+
+
 class Marathon(BaseModel):
     """A loaded, validated marathon. Paths are absolute once loaded by :func:`load_marathon`."""
 
@@ -102,6 +199,17 @@ class Marathon(BaseModel):
 
     gate: list[GateSpec] = Field(min_length=1)
     """Gates with their activation episode."""
+
+    runtime: RuntimeSpec | None = None
+    """What the product needs beyond the base images (``[runtime]``); ``None`` when nothing
+    (an empty table loads as ``None`` too)."""
+
+    @field_validator("runtime")
+    @classmethod
+    def _nothing_is_none(cls, runtime: RuntimeSpec | None) -> RuntimeSpec | None:
+        return None if runtime is None or runtime.empty else runtime
+    mutation: MutationConfig = MutationConfig()
+    """How ``marathon mutate`` draws mutants of the final reference (optional table)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Marathon":
@@ -143,16 +251,22 @@ class Marathon(BaseModel):
 
         Two runs with the same hash used identical briefs, starter, references and gates.
         """
-        h = hashlib.sha256()
-        for base in (self.root, self.gates):
-            for path in sorted(p for p in base.rglob("*") if p.is_file()):
-                if JUNK_DIRS.intersection(path.relative_to(base).parts):
-                    continue
-                h.update(str(path.relative_to(base)).encode())
-                h.update(b"\0")
-                h.update(path.read_bytes())
-                h.update(b"\0")
-        return h.hexdigest()
+        return tree_hash(self.root, self.gates)
+
+
+def tree_hash(*bases: Path) -> str:
+    """SHA-256 (hex) over the relative path and bytes of every file under each base directory,
+    in sorted order, skipping tool caches (:data:`JUNK_DIRS`)."""
+    h = hashlib.sha256()
+    for base in bases:
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            if JUNK_DIRS.intersection(path.relative_to(base).parts):
+                continue
+            h.update(str(path.relative_to(base)).encode())
+            h.update(b"\0")
+            h.update(path.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
 
 
 def resolve_marathon_path(name_or_path: str | Path) -> Path:
@@ -202,6 +316,11 @@ def load_marathon(name_or_path: str | Path) -> Marathon:
         for i, e in enumerate(m.episodes)
     ]
     gates = need(m.gates, "gates", "directory")
+    final_reference = episodes[-1].reference
+    for i, rel in enumerate(m.mutation.paths):
+        if not (final_reference / rel).exists():
+            raise MarathonError(f"{toml_path}: mutation.paths[{i}]: {rel} not found in the final "
+                                f"reference {final_reference}")
     for i, g in enumerate(m.gate):
         if not (gates / g.filename).is_file():
             raise MarathonError(f"{toml_path}: gate[{i}].name: gate module {gates / g.filename} not found")
@@ -211,5 +330,6 @@ def load_marathon(name_or_path: str | Path) -> Marathon:
             "gates": gates,
             "mutants": need(m.mutants, "mutants", "directory") if m.mutants else None,
             "episodes": episodes,
+            "mutation": m.mutation.model_copy(update={"equivalents": root / m.mutation.equivalents}),
         }
     )

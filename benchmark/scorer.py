@@ -339,7 +339,7 @@ def parse_junit(reports: dict[str, bytes] | list[bytes], checks: list[CheckSpec]
 
 def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
           image: str, limits: ScorerLimits | None = None,
-          labels: dict[str, str] | None = None) -> list[CheckResult]:
+          labels: dict[str, str] | None = None, tmp_dir: Path | None = None) -> list[CheckResult]:
     """Score a snapshot against every gate active after ``through_episode``, once.
 
     Args:
@@ -351,6 +351,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         limits: container limits and timeouts; defaults to :class:`ScorerLimits()`.
         labels: extra Docker labels for the scoring container (the driver passes the run id
             under :data:`~benchmark.docker_env.LABEL` so a dead run's leftovers are found).
+        tmp_dir: host directory for the scoring's private temporary directory (the driver
+            gives its run's, so a killed run's leftovers are found); default: the system's.
 
     Returns:
         One :class:`CheckResult` per declared check, in gate then source order; ``error`` for
@@ -378,7 +380,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
     # The snapshot and the gates go in and the reports come back through bind-mounted host
     # directories inside a private (0700) one no other host user can enter; in the container
     # the product uid cannot write the snapshot (read-only) nor enter /scorer at all.
-    with tempfile.TemporaryDirectory(prefix="marathon-score-", ignore_cleanup_errors=True) as private:
+    with tempfile.TemporaryDirectory(prefix="marathon-score-", dir=tmp_dir,
+                                     ignore_cleanup_errors=True) as private:
         report_dir = Path(private) / "report"
         report_dir.mkdir(mode=0o700)
         copy_snapshot(snapshot, Path(private) / "snapshot")
@@ -480,8 +483,8 @@ def no_verdict_summary(results: list[CheckResult], limit: int = 300) -> str:
 
 def score_snapshot(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
                    image: str, limits: ScorerLimits | None = None,
-                   labels: dict[str, str] | None = None, rescores: int = RESCORES,
-                   score_once=None) -> Scoring:
+                   labels: dict[str, str] | None = None, tmp_dir: Path | None = None,
+                   rescores: int = RESCORES, score_once=None) -> Scoring:
     """Score a snapshot until every check has a verdict: the harness's scoring rule.
 
     An ``error`` is not a verdict (the scorer crashed or timed out, the host starved a product
@@ -489,7 +492,8 @@ def score_snapshot(snapshot: Path, marathon: Marathon, through_episode: str, see
     snapshot is scored again, at most ``rescores`` more times, each reason recorded.
 
     Args:
-        snapshot, marathon, through_episode, seed, image, limits, labels: as :func:`score`.
+        snapshot, marathon, through_episode, seed, image, limits, labels, tmp_dir: as
+            :func:`score`.
         rescores: re-scores allowed after the first scoring.
         score_once: the single scoring function (default :func:`score`, same arguments).
 
@@ -504,7 +508,7 @@ def score_snapshot(snapshot: Path, marathon: Marathon, through_episode: str, see
     reasons: list[str] = []
     for _ in range(rescores + 1):
         results = score_once(snapshot, marathon, through_episode, seed, image=image,
-                             limits=limits, labels=labels)
+                             limits=limits, labels=labels, tmp_dir=tmp_dir)
         if all(r.outcome != Outcome.error for r in results):
             return Scoring(checks=results, scorings=len(reasons) + 1, rescore_reasons=reasons)
         reasons.append(no_verdict_summary(results))
