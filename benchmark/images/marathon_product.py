@@ -369,6 +369,11 @@ class _Run:
         if self.proc.poll() is None:
             self.proc.kill()
 
+    def kill(self) -> None:
+        """SIGKILL the run's process group and reap the run."""
+        self.kill_group()
+        self.proc.wait()
+
 
 def _exchange(proc: subprocess.Popen, stdin: bytes, deadline: float) -> tuple[bytearray, bytearray, bool]:
     """Feed ``stdin`` and collect stdout/stderr (each capped at OUTPUT_LIMIT) until both reach
@@ -596,10 +601,13 @@ class Product:
         scratch: an empty directory of the runner's.
         command: the product's command, e.g. ``["python3", "-m", "ledger"]``.
         name: how the product is named in messages (default: the last word of ``command``).
+        ignore: glob patterns of snapshot entries not copied (e.g. ``node_modules``).
     """
 
-    def __init__(self, snapshot: Path, scratch: Path, command: list[str], name: str | None = None):
+    def __init__(self, snapshot: Path, scratch: Path, command: list[str], name: str | None = None,
+                 ignore: tuple[str, ...] = ()):
         self.command = list(command)
+        self._ignore = ignore
         self.name = name or self.command[-1]
         self.uid = product_uid()
         self.tmp = scratch
@@ -620,7 +628,8 @@ class Product:
         scorer's; failing here, in the check's set-up, would make it an error).
         """
         try:
-            shutil.copytree(snapshot, self.workdir, symlinks=True)
+            shutil.copytree(snapshot, self.workdir, symlinks=True,
+                            ignore=shutil.ignore_patterns(*self._ignore) if self._ignore else None)
             if self.uid is not None:
                 for top, dirs, files in os.walk(self.workdir):
                     os.chown(top, self.uid, self.uid)
@@ -629,14 +638,16 @@ class Product:
         except (OSError, shutil.Error) as error:
             self._unusable = f"the snapshot could not be copied for the product: {str(error)[:300]}"
 
-    def _popen(self, args, stdout, env: dict | None = None) -> subprocess.Popen:
+    def _popen(self, args, stdout, env: dict | None = None, stdin=subprocess.PIPE,
+               stderr=None) -> subprocess.Popen:
         if self._unusable:
             import pytest
 
             pytest.fail(self._unusable, pytrace=False)
         return subprocess.Popen(
             self._as_product([*self.command, *[str(arg) for arg in args]]), cwd=self.workdir,
-            env=self._environment(env), stdin=subprocess.PIPE, stdout=stdout, stderr=stdout,
+            env=self._environment(env), stdin=stdin, stdout=stdout,
+            stderr=stdout if stderr is None else stderr,
             start_new_session=True)
 
     def _as_product(self, argv: list[str]) -> list[str]:
@@ -703,6 +714,18 @@ class Product:
     def start(self, *args, env: dict | None = None) -> Streaming:
         """Start the product with a stdin pipe the check feeds (output discarded; for kill tests)."""
         run = Streaming(self, self._popen(args, subprocess.DEVNULL, env), [str(a) for a in args])
+        self._runs.append(run)
+        return run
+
+    def popen(self, *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+              env: dict | None = None) -> _Run:
+        """Start the product with ``args`` and hand the process over, for a check that drives
+        it itself (e.g. a server it talks to): ``.proc`` is the ``Popen``; ``.cpu_use()``
+        tells a starved run from a hung one when the check's own wait runs out (raise
+        :class:`NoVerdict` when ``.starved``); killed by :meth:`close`. The check reads the
+        pipes itself and must bound what it keeps (:data:`OUTPUT_LIMIT`)."""
+        run = _Run(self, self._popen(args, stdout, env, stdin=stdin, stderr=stderr),
+                   [str(a) for a in args])
         self._runs.append(run)
         return run
 

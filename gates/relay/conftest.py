@@ -7,24 +7,25 @@
   ``node src/main.ts --state DIR --port 0 FLAGS...``, in a fresh copy of the snapshot (env
   ``MARATHON_SNAPSHOT``), as a black box driven over HTTP on 127.0.0.1.
 
-The product-spawning part (:class:`RelayProcess`: environment, start, readiness, kill) is
-kept small and separate from the checks' logic in ``_relay.py``. Every process gets a scrubbed
-environment (PATH, HOME, LANG) and every wait is bounded: a relay that does not report its
-port, or does not exit, fails the check instead of hanging it.
+The product runs through ``marathon_product`` (installed in the scorer image): as its own uid,
+in a copy of the snapshot it owns, with a scrubbed environment (PATH, HOME, LANG).
+:class:`RelayProcess` (readiness, kill) is kept small and separate from the checks' logic in
+``_relay.py``. Every wait is bounded: a relay that does not report its port, or does not exit,
+fails the check instead of hanging it, unless the kernel shows the host starved it of CPU
+(then the check has no verdict, and the scoring is repeated).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from marathon_product import OUTPUT_LIMIT, NoVerdict, Product
 
 from _relay import Client, Subscriber
 
@@ -88,7 +89,8 @@ class _Drain(threading.Thread):
 
     def run(self):
         for line in iter(self.pipe.readline, b""):
-            self.data += line
+            if len(self.data) < OUTPUT_LIMIT:  # a relay that writes without end is bounded
+                self.data += line[:OUTPUT_LIMIT - len(self.data)]
             if self.on_line:
                 self.on_line(line)
         self.pipe.close()
@@ -100,13 +102,12 @@ class _Drain(threading.Thread):
 class RelayProcess:
     """One running relay: its process, its port once listening, its captured stdout/stderr."""
 
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]):
-        self.argv = argv
+    def __init__(self, product: Product, args: list[str]):
+        self.argv = [*product.command, *args]
         self.port: int | None = None
         self._listening = threading.Event()
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        self.run = product.popen(*args)
+        self.proc = self.run.proc
         self._out = _Drain(self.proc.stdout, self._line)
         self._err = _Drain(self.proc.stderr)
 
@@ -121,6 +122,7 @@ class RelayProcess:
         deadline = time.monotonic() + START_TIMEOUT
         while not self._listening.wait(0.01):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._no_verdict_if_starved("did not start listening", START_TIMEOUT)
                 self.kill()
                 pytest.fail(f"the relay did not print `listening on http://127.0.0.1:PORT` "
                             f"({self.describe()})", pytrace=False)
@@ -132,13 +134,19 @@ class RelayProcess:
         assert self.port is not None
         return Client(self.port)
 
+    def _no_verdict_if_starved(self, what: str, limit: float) -> None:
+        """Past a wait's limit: no verdict if the host starved the relay (see marathon_product)."""
+        if self.proc.poll() is None:
+            use = self.run.cpu_use()
+            if use.starved:
+                self.kill()
+                raise NoVerdict(f"the relay {what} within {limit:g} s ({use.describe()}): "
+                                "the host starved it of CPU")
+
     def kill(self) -> None:
         """SIGKILL the relay (and anything it started) and reap it."""
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.run.kill_group()
         self.proc.wait()
         self._out.join(5)
         self._err.join(5)
@@ -159,6 +167,7 @@ class RelayProcess:
         try:
             self.proc.wait(EXIT_TIMEOUT)
         except subprocess.TimeoutExpired:
+            self._no_verdict_if_starved("did not exit", EXIT_TIMEOUT)
             self.kill()
             pytest.fail(f"`{' '.join(self.argv[1:])}` did not exit within {EXIT_TIMEOUT:g} s", pytrace=False)
         self.kill()
@@ -179,39 +188,21 @@ class RelayProcess:
                 f"stderr {self.stderr[-800:]!r}")
 
 
-class RelayRunner:
-    """Starts relays from a private copy of the snapshot; keeps every process it started."""
+class RelayRunner(Product):
+    """Starts relays from a private copy of the snapshot (without ``node_modules``), as the
+    product uid; keeps every process it started (killed by :meth:`close`)."""
 
     def __init__(self, snapshot: Path, tmp: Path):
-        self.tmp = tmp
-        self.workdir = tmp / "workspace"
-        self.home = tmp / "home"
-        self.home.mkdir()
-        shutil.copytree(snapshot, self.workdir, symlinks=True,
-                        ignore=shutil.ignore_patterns(".git", "node_modules"))
-        self.processes: list[RelayProcess] = []
-
-    def path(self, name: str) -> Path:
-        """A path in the scratch directory (not created)."""
-        (self.tmp / "data").mkdir(exist_ok=True)
-        return self.tmp / "data" / name
+        super().__init__(snapshot, tmp, ["node", "src/main.ts"], name="relay",
+                         ignore=(".git", "node_modules"))
 
     def spawn(self, *args) -> RelayProcess:
         """Start ``node src/main.ts ARGS...`` without waiting for anything."""
-        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-               "HOME": str(self.home), "LANG": "C.UTF-8"}
-        process = RelayProcess(["node", "src/main.ts", *[str(a) for a in args]], self.workdir, env)
-        self.processes.append(process)
-        return process
+        return RelayProcess(self, [str(a) for a in args])
 
     def start(self, state: Path, *flags) -> RelayProcess:
         """Start a relay on ``state`` (``--port 0``) and wait until it listens."""
         return self.spawn("--state", state, "--port", "0", *flags).wait_listening()
-
-    def close(self) -> None:
-        """Kill every relay still running."""
-        for process in self.processes:
-            process.kill()
 
 
 @pytest.fixture
