@@ -101,7 +101,9 @@ def test_the_runtime_scorer_image_runs_typescript_with_the_declared_node():
     proc = subprocess.run(["docker", "run", "--rm", "--network", "none", images.scorer, "sh", "-c", script],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["1000", "/report", f"v{NODE}", "42"]
+    # the plain scorer image's user and working directory are kept (uid 0: the scorer drops every
+    # capability but the runner's when it creates the container, and runs products as uid 2000+)
+    assert proc.stdout.split() == ["0", "/scorer", f"v{NODE}", "42"]
 
 
 @pytest.mark.docker
