@@ -42,10 +42,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
-from benchmark.agents import Agent, AttemptContext, AttemptResult, get_agent
+from benchmark.agents import (Agent, AttemptContext, AttemptResult, agent_hashes, agent_versions,
+                              get_agent)
+from benchmark.agents.declared import DeclaredAgent
 from benchmark.arms import Arm, load_arm
 from benchmark.controllers import get_controller
 from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
+from benchmark.controllers.feedback_retry import failing_lines
 from benchmark.docker_env import LABEL
 from benchmark.errors import MarathonError
 from benchmark.experiment import RunConfig, check_output_dir, plan_trials
@@ -56,10 +59,10 @@ from benchmark.marathon import EpisodeSpec, Marathon, load_marathon
 from benchmark.model_access import ModelServices, model_upstreams
 from benchmark.progress import LiveProgress
 from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow, RecordStore,
-                               TrialKeys, UsageRow)
+                               SelfCheckRow, TrialKeys, UsageRow)
 from benchmark.sandbox import (TRIAL_LABEL, Sandbox, SandboxLimits, extract_snapshot,
                                remove_run_resources)
-from benchmark.scorer import CheckResult, ScorerLimits, score, scorer_processes
+from benchmark.scorer import CheckResult, Outcome, ScorerLimits, score, scorer_processes
 
 
 class Interrupted(Exception):
@@ -146,7 +149,11 @@ def make_plan(config: RunConfig, run_id: str, log=lambda line: None) -> Plan:
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
     upstreams = model_upstreams(trials, agents, providers=config.providers)
-    images = build_images(agent=True, log=log)
+    for name, agent in agents.items():
+        for effort in {t.effort for t in trials if t.agent == name}:
+            agent.check_effort(effort)
+    images = build_images(agent=True, log=log,
+                          agents=[n for n, a in agents.items() if isinstance(a, DeclaredAgent)])
     return Plan(run_id=run_id, config=config, marathon=marathon, arms=arms, images=images,
                 trials=trials, model_upstreams=upstreams)
 
@@ -186,10 +193,11 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
         episodes=plan.marathon.episode_ids,
         arm_hashes={n: a.config_hash() for n, a in plan.arms.items()}, images=plan.images,
         arm_settings={n: a.model_dump(mode="json", include={"controller", "feedback", "max_attempts",
-                                                             "session_continuity", "budget"})
+                                                             "session_continuity", "budget",
+                                                             "self_checks"})
                       for n, a in plan.arms.items()},
-        agent_cli_versions={"claude-code": plan.images.claude_code_version,
-                            "codex": plan.images.codex_version},
+        agent_cli_versions=agent_versions(plan.config.agents),
+        agent_hashes=agent_hashes(plan.config.agents),
         simulated=bool(simulated_models(models)), simulated_models=simulated_models(models),
         model_upstreams=plan.model_upstreams, trials=plan.trials, started_at=now,
         sessions=[Session(started_at=now, resume=False, pid=os.getpid(), jobs=config.jobs,
@@ -232,6 +240,10 @@ def resume_run(run_dir: Path, *, jobs: int | None = None, display: bool = True,
             if getattr(plan.images, role) != getattr(manifest.images, role):
                 raise MarathonError(f"{run_dir}: the {role} image changed since the run started "
                                     f"({getattr(manifest.images, role)} -> {getattr(plan.images, role)})")
+        for name, tag in plan.images.agents.items():
+            if tag != manifest.images.agents.get(name):
+                raise MarathonError(f"{run_dir}: the image of agent {name!r} changed since the run "
+                                    f"started ({manifest.images.agents.get(name)} -> {tag})")
         if [t.trial_id for t in plan.trials] != [t.trial_id for t in manifest.trials]:
             raise MarathonError(f"{run_dir}: the planned trials differ from the manifest's")
         finished = RecordStore(run_dir).finished()
@@ -275,7 +287,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
     stop = threading.Event()
     failures: list[str] = []
     services = None
-    if any(get_agent(t.agent).uses_model for t in todo):
+    if any(get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
         services = ModelServices.start(plan.run_id, run_dir, plan.config.marathon, todo,
                                        plan.config.providers)
 
@@ -394,8 +406,10 @@ class TrialRunner:
     """Plays one trial's episodes in its sandbox (implements the controllers' ``TrialContext``)."""
 
     def __init__(self, plan: Plan, keys: TrialKeys, sandbox: Sandbox, agent: Agent, run_dir: Path,
-                 stop: threading.Event, progress: LiveProgress):
+                 stop: threading.Event, progress: LiveProgress, token: str | None = None):
         self.plan, self.keys, self.sandbox, self.agent = plan, keys, sandbox, agent
+        self.token = token
+        """The trial's proxy token (``None`` without a channel): ``marathon-check`` presents it."""
         self.arm = plan.arms[keys.arm]
         self.run_dir, self.stop, self.progress = run_dir, stop, progress
         self.marathon = plan.marathon
@@ -403,6 +417,10 @@ class TrialRunner:
         self._meta: dict[int, _AttemptMeta] = {}
         self._last_archive: bytes | None = None
         self._head: str | None = None
+        # Self-checks: one at a time, and never while an attempt is being scored.
+        self._check_lock = threading.Lock()
+        self._current: tuple[EpisodeSpec, int] | None = None
+        self._self_checks: list[SelfCheckRow] = []
 
     def _artifacts(self, episode: str, attempt: int | None = None) -> Path:
         base = self.run_dir / "artifacts" / self.keys.trial_id / episode
@@ -420,24 +438,96 @@ class TrialRunner:
         art.mkdir(parents=True, exist_ok=True)
         (art / "prompt.md").write_text(prompt, encoding="utf-8")
         self.progress.update(self.keys.trial_id, episode=episode.id, attempt=attempt, phase="agent")
+        with self._check_lock:
+            self._current = (episode, attempt)
+        check_env = {"MARATHON_TOKEN": self.token} if self.arm.self_checks and self.token else {}
         return AttemptContext(trial_id=self.keys.trial_id, episode=episode, attempt=attempt,
                               arm=self.arm, model=self.keys.model, effort=self.keys.effort,
                               time_limit_s=self.plan.config.time_limit_s,
-                              transcript=art / "transcript")
+                              transcript=art / "transcript", check_env=check_env)
+
+    def _score_archive(self, archive: bytes, episode: EpisodeSpec) -> list[CheckResult]:
+        """Score a workspace archive against every gate active after ``episode``, with the
+        trial's seed (the one scoring path of attempts and self-checks)."""
+        with tempfile.TemporaryDirectory(prefix="marathon-snapshot-") as tmp:
+            snapshot = extract_snapshot(archive, Path(tmp) / "snapshot")
+            return score(snapshot, self.plan.marathon, episode.id, self.keys.seed,
+                         image=self.plan.images.scorer, limits=self.plan.scorer_limits,
+                         labels={LABEL: self.plan.run_id, TRIAL_LABEL: self.keys.trial_id})
+
+    def self_check(self) -> dict:
+        """Serve one ``marathon-check`` of the running attempt (called by the proxy, in a worker
+        thread): score the workspace as it stands, exactly as after an attempt, and answer what
+        the arm's feedback level allows; at most ``arm.self_checks`` counted ones per episode.
+        Every request is recorded as a :class:`SelfCheckRow`.
+
+        Returns:
+            ``{"status": green|red|limit_reached|no_verdict|unavailable, "text": ...}``.
+        """
+        with self._check_lock:
+            if self._current is None or self.stop.is_set():
+                return {"status": "unavailable",
+                        "text": "marathon-check: no attempt is running now; nothing was scored."}
+            episode, attempt = self._current
+            limit = self.arm.self_checks
+            used = sum(r.counted for r in self._self_checks)
+            base = dict(**self.keys.model_dump(), episode=episode.id, attempt=attempt,
+                        index=len(self._self_checks) + 1, at=utcnow())
+            if used >= limit:
+                text = (f"marathon-check: the limit of {limit} self-check{'s' * (limit != 1)} for "
+                        "this episode is reached; nothing was scored.")
+                self._self_checks.append(SelfCheckRow(
+                    **base, status="limit_reached", counted=False, commit=None, score=None,
+                    gates_active=None, gates_passed=None, checks_total=None, checks_passed=None,
+                    scoring_s=0.0, shown=text))
+                return {"status": "limit_reached", "text": text}
+            t0 = time.monotonic()
+            try:
+                commit = self.sandbox.snapshot_commit(f"marathon: {episode.id} self-check")
+                checks = self._score_archive(self.sandbox.archive(), episode)
+            except Exception as e:  # a harness failure is not a verdict on the workspace
+                checks, commit = [], None
+                why = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            else:
+                why = ""
+            elapsed = time.monotonic() - t0
+            if not checks or any(c.outcome == Outcome.error for c in checks):
+                text = ("marathon-check: the harness could not score the workspace this time (no "
+                        "verdict); this self-check is not counted, try again.")
+                self._self_checks.append(SelfCheckRow(
+                    **base, status="no_verdict", counted=False, commit=commit, score=None,
+                    gates_active=None, gates_passed=None, checks_total=None, checks_passed=None,
+                    scoring_s=elapsed, shown=text))
+                if why:
+                    self.progress.update(self.keys.trial_id, phase=f"self-check failed: {why[:50]}")
+                return {"status": "no_verdict", "text": text}
+            verdicts = gate_verdicts(checks)
+            green = all(verdicts.values())
+            head = f"marathon-check {used + 1}/{limit}"
+            if green:
+                text = f"{head}: every active gate passes."
+            else:
+                text = "\n".join([f"{head}: some hidden gates fail.", "", "Failing gates and checks:",
+                                  *failing_lines(checks, self.arm.feedback)])
+            self._self_checks.append(SelfCheckRow(
+                **base, status="green" if green else "red", counted=True, commit=commit,
+                score=gate_score(checks), gates_active=len(verdicts),
+                gates_passed=sum(verdicts.values()), checks_total=len(checks),
+                checks_passed=sum(c.outcome == Outcome.passed for c in checks),
+                scoring_s=elapsed, shown=text))
+            return {"status": "green" if green else "red", "text": text}
 
     def _score(self, episode: EpisodeSpec, attempt: int, result: AttemptResult) -> list[CheckResult]:
         if self.stop.is_set():
             raise Interrupted()
         self.progress.update(self.keys.trial_id, phase="scoring")
+        with self._check_lock:  # waits for a self-check in flight; later ones are refused
+            self._current = None
         t0 = time.monotonic()
         self.sandbox.kill_agent_processes()
         commit = self.sandbox.commit(f"marathon: {episode.id} attempt {attempt}")
         archive = self.sandbox.archive()
-        with tempfile.TemporaryDirectory(prefix="marathon-snapshot-") as tmp:
-            snapshot = extract_snapshot(archive, Path(tmp) / "snapshot")
-            checks = score(snapshot, self.plan.marathon, episode.id, self.keys.seed,
-                           image=self.plan.images.scorer, limits=self.plan.scorer_limits,
-                           labels={LABEL: self.plan.run_id, TRIAL_LABEL: self.keys.trial_id})
+        checks = self._score_archive(archive, episode)
         art = self._artifacts(episode.id, attempt)
         (art / "workspace.diff").write_text(self.sandbox.diff(self._head, commit), encoding="utf-8")
         (art / "score.json").write_text(ScoreFile(
@@ -493,6 +583,8 @@ class TrialRunner:
             raise Interrupted()
         shutil.rmtree(self._artifacts(episode.id), ignore_errors=True)  # a crashed earlier try
         self._meta.clear()
+        with self._check_lock:
+            self._self_checks = []
         started_at, t0 = utcnow(), time.monotonic()
         attempts = self.controller.run(self, episode, self.plan.marathon.brief_text(episode.id),
                                        self.agent, lambda n, r: self._score(episode, n, r))
@@ -537,8 +629,11 @@ class TrialRunner:
             started_at=started_at, ended_at=utcnow(), wall_s=wall_s, agent_s=agent_s,
             scoring_s=sum(m.scoring_s for m in self._meta.values()),
             overhead_s=max(0.0, wall_s - agent_s), commit=self._meta[final.number].commit,
+            self_checks=sum(r.counted for r in self._self_checks),
+            self_check_recoveries=sum(r.status == "red" for r in self._self_checks),
         )
-        return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows)
+        return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows,
+                              self_checks=list(self._self_checks))
 
 
 def _decision(attempt, max_attempts: int) -> str:
@@ -575,15 +670,18 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
     if stop.is_set():
         raise Interrupted()
     agent = get_agent(keys.agent)
+    arm = plan.arms[keys.arm]
     endpoint = None
-    if agent.uses_model:
+    if agent.uses_model or arm.self_checks:
         if services is None:
             raise MarathonError(f"trial {keys.trial_id}: agent {keys.agent} needs the metering proxy")
         endpoint = services.open_trial(keys)
-        agent.attach(endpoint)
+        if agent.uses_model:
+            agent.attach(endpoint)
     # No container has a network; a model agent's reaches the proxy's socket through a forwarder.
     try:
-        sandbox = Sandbox.create(run_id=plan.run_id, trial_id=keys.trial_id, image=plan.images.agent,
+        sandbox = Sandbox.create(run_id=plan.run_id, trial_id=keys.trial_id,
+                                 image=plan.images.for_agent(agent.name),
                                  proxy_dir=endpoint.socket_dir if endpoint is not None else None,
                                  limits=plan.sandbox_limits)
     except BaseException:
@@ -591,7 +689,10 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
             services.close_trial(endpoint)
         raise
     try:
-        runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress)
+        token = endpoint.token.get_secret_value() if endpoint is not None else None
+        runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress, token=token)
+        if arm.self_checks and endpoint is not None:
+            services.proxy.set_self_check(token, runner.self_check)
         runner.start(start_index)
         for index in range(start_index, len(plan.marathon.episodes)):
             episode = plan.marathon.episodes[index]
