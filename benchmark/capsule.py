@@ -17,7 +17,6 @@ is never behind the records.
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from benchmark.budget import Spend
 from benchmark.controllers.base import Decision
 from benchmark.errors import MarathonError
 from benchmark.evidence import utcnow
+from benchmark.storage import write_bytes
 
 #: Layout version of the capsule file.
 CAPSULE_VERSION = 1
@@ -191,13 +191,7 @@ class Capsule(_Model):
     def save(self, path: Path) -> None:
         """Write the capsule atomically (temp file, fsync, ``os.replace``)."""
         self.updated_at = utcnow()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(self.model_dump_json(indent=2).encode("utf-8") + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_bytes(path, self.model_dump_json(indent=2) + "\n")
 
     @property
     def current(self) -> EpisodeState:

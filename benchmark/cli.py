@@ -1,7 +1,16 @@
 """The ``marathon`` command line: validate marathons, build images, run and inspect runs.
 
-Every user-facing error is one line on stderr naming the file, field or flag at fault, and
-exit status 2; nothing is written before the inputs are known to be good.
+Exit status, for every command:
+
+- 0: done (a run: every trial complete);
+- 1: a run stopped with failed trials, or on a storage fault (disk full, read-only run
+  directory); it is resumable (``marathon run --resume RUN_DIR``); ``validate``: a finding
+  failed;
+- 2: usage or input error: one line on stderr naming the file, field or flag at fault; nothing
+  is written before the inputs are known to be good;
+- 130: interrupted (Ctrl-C, SIGTERM); a run is resumable.
+
+No error prints a traceback: a failed trial's traceback goes to the run's ``errors.log``.
 """
 
 from __future__ import annotations
@@ -18,15 +27,40 @@ from benchmark.errors import MarathonError
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+#: Exit status of a run with failed trials or stopped by a storage fault (resumable).
+EXIT_FAILED = 1
+#: Exit status of a usage or input error.
+EXIT_USAGE = 2
+#: Exit status of an interrupted command (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
 class MarathonGroup(click.Group):
-    """A click group that turns :class:`MarathonError` into a one-line error and exit 2."""
+    """A click group that turns user-facing errors into one line on stderr: a
+    :class:`MarathonError`, an :class:`OSError` (a file that cannot be read or written,
+    named) or an error of the Docker engine exits 2; Ctrl-C outside a run's own handling
+    exits 130."""
 
     def invoke(self, ctx: click.Context):
+        import docker.errors
+
+        from benchmark.storage import describe
+
         try:
             return super().invoke(ctx)
         except MarathonError as e:
             click.echo(f"marathon: error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(EXIT_USAGE)
+        except OSError as e:
+            click.echo(f"marathon: error: {describe(e)}", err=True)
+            sys.exit(EXIT_USAGE)
+        except docker.errors.DockerException as e:
+            line = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            click.echo(f"marathon: error: Docker engine: {line}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("marathon: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=MarathonGroup)
@@ -46,14 +80,27 @@ def images() -> None:
 
 @images.command("build")
 @click.option("--no-agent", is_flag=True, help="Skip the agent image (scorer work only).")
-def images_build(no_agent: bool) -> None:
-    """Build every image whose recipe changed; print their tags."""
+@click.option("--marathon", "marathons", multiple=True, metavar="MARATHON",
+              help="Also build the runtime images of this marathon (repeatable).  "
+                   "[default: every marathon under episodes/ that declares a [runtime]]")
+def images_build(no_agent: bool, marathons: tuple[str, ...]) -> None:
+    """Build every image whose recipe changed; print their tags (plain images first, then the
+    runtime images of each marathon that declares a [runtime])."""
     from benchmark.images import build_images
+    from benchmark.marathon import load_marathon
+    from benchmark.paths import EPISODES_DIR
 
-    built = build_images(agent=not no_agent, log=lambda line: console.print(f"[dim]{line}[/]"))
-    for tag in (built.base, built.scorer, built.agent):
-        if tag:
-            click.echo(tag)
+    log = lambda line: console.print(f"[dim]{line}[/]")  # noqa: E731
+    names = marathons or tuple(sorted(p.parent.name for p in EPISODES_DIR.glob("*/marathon.toml")))
+    runtimes = {name: load_marathon(name).runtime for name in names}
+    built = build_images(agent=not no_agent, log=log)
+    tags = [built.base, built.scorer, built.agent]
+    for name, runtime in runtimes.items():
+        if runtime is not None:
+            derived = build_images(agent=not no_agent, log=log, runtime=runtime)
+            tags += [derived.scorer, derived.agent]
+    for tag in dict.fromkeys(t for t in tags if t):
+        click.echo(tag)
 
 
 @main.command()
@@ -69,7 +116,8 @@ def validate(marathon_name: str, seed: int, jobs: int) -> None:
     from benchmark.validate import Finding, validate as run_validate
 
     m = load_marathon(marathon_name)
-    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]")).scorer
+    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
+                         runtime=m.runtime).scorer
 
     def show(f: Finding) -> None:
         mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
@@ -114,8 +162,9 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
     """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
     container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
 
-    Exit status: 0 complete, 1 some trial failed (see errors.log; resumable), 2 bad input,
-    130 interrupted (resumable with --resume).
+    Exit status: 0 complete; 1 some trial failed (see errors.log) or a storage fault stopped
+    the run (disk full, read-only): resumable with --resume; 2 bad input; 130 interrupted
+    (resumable with --resume).
     """
     from benchmark.driver import resume_run, start_run
     from benchmark.experiment import load_config
@@ -134,10 +183,14 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
                   f"{outcome.trials_total} trials complete in {outcome.wall_s:.1f} s")
     for line in outcome.failures:
         console.print(f"[red]failed[/] {line}")
-    if outcome.status == "interrupted":
+    if outcome.reason and outcome.reason.startswith("storage fault"):
+        unrecorded = "" if outcome.recorded else " (the manifest could not be updated)"
+        click.echo(f"marathon: error: {outcome.reason}{unrecorded}", err=True)
+    if outcome.status != "complete":
         console.print(f"resume with: marathon run --resume {outcome.run_dir}")
-        sys.exit(130)
-    sys.exit(0 if outcome.status == "complete" else 1)
+    if outcome.status == "interrupted":
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(0 if outcome.status == "complete" else EXIT_FAILED)
 
 
 @main.command(cls=OneLineCommand)
@@ -154,9 +207,11 @@ def report(run_dirs: tuple[Path, ...], out_dir: Path | None, k: int | None, resa
            seed: int) -> None:
     """Write tables, statistics, charts and report.md for one or more runs (several runs of
     the same marathon version combine, e.g. one per model). Prints the path of report.md."""
+    from benchmark.experiment import check_output_dir
     from benchmark.report import ReportOptions, build_report
 
     out = out_dir if out_dir is not None else run_dirs[0] / "report"
+    check_output_dir(out, flag="--out" if out_dir is not None else "RUN_DIR")
     files = build_report(list(run_dirs), out, ReportOptions(k=k, resamples=resamples, seed=seed))
     console.print(f"report: {len(files.tables)} tables, {len(files.charts)} chart files in "
                   f"{files.seconds:.1f} s")

@@ -10,7 +10,8 @@ import docker.errors
 from benchmark.errors import MarathonError
 
 #: Label put on every container and network the harness creates; its value is the run id
-#: (or ``scorer`` for scoring containers). Resume and clean-up find leftovers by it.
+#: (or ``scorer`` for scoring containers outside a run). Resume and clean-up find a run's
+#: leftovers by it together with :data:`benchmark.rundir.NONCE_LABEL` (run ids can repeat).
 LABEL = "org.marathon.run"
 
 

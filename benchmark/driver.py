@@ -13,35 +13,41 @@ Run directory layout (``<out>/<run id>/``)::
     trials|episodes|attempts|checks|usage.parquet   consolidated tables
     parts/<table>/<trial>.<episode>.parquet         one part per finished episode
     workspaces/<trial>/<episode>.tar                /workspace (with .git) after the episode
+                                   (<episode>.git.tar: .git alone, when over the archive limits)
     capsules/<trial>.json, evidence/<trial>.jsonl    governed trials: capsule, evidence ledger
     artifacts/<trial>/<episode>/<attempt>/          prompt.md, transcript, workspace.diff, score.json
     errors.log                     tracebacks of trials that failed (the run stays resumable)
+    .lock                          held by the driver working on the run (benchmark.rundir)
 
 Crash safety: a killed driver (SIGKILL, power loss) loses at most the episodes in flight.
-:func:`resume_run` removes the dead session's containers and network (found by label), and
-restarts each unfinished trial at its first unfinished episode from the archived workspace of
-the last finished one. SIGINT/SIGTERM stop cleanly: containers are removed at once, finished
-episodes are kept, and the run is resumable.
+:func:`resume_run` checks that the plan recomputed from the manifest is the one the run started
+with (:func:`plan_components`), removes the dead session's containers (found by the run's nonce
+label, so never another run's), temp files and host temporary directories, and restarts each
+unfinished trial at its first unfinished episode from the archived workspace of the last
+finished one. SIGINT/SIGTERM stop cleanly: containers are removed at once, finished episodes are
+kept, and the run is resumable. A storage fault (disk full, read-only directory) stops the run
+the same way and is recorded as ``failed`` with its reason.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import signal
-import tempfile
 import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
+import docker.errors
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
+from benchmark import rundir
 from benchmark.agents import (Agent, AttemptContext, AttemptResult, agent_hashes, agent_versions,
                               get_agent)
 from benchmark.agents.declared import DeclaredAgent
@@ -49,20 +55,22 @@ from benchmark.arms import Arm, load_arm
 from benchmark.controllers import get_controller
 from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
 from benchmark.controllers.feedback_retry import failing_lines
-from benchmark.docker_env import LABEL
 from benchmark.errors import MarathonError
 from benchmark.experiment import RunConfig, check_output_dir, plan_trials
 from benchmark.images import ImageSet, build_images
-from benchmark.manifest import (Manifest, Session, git_state, host_info, read_manifest,
-                                simulated_models, utcnow, write_manifest)
+from benchmark.manifest import (MANIFEST, Manifest, Session, git_state, host_info,
+                                read_manifest, simulated_models, utcnow, write_manifest)
 from benchmark.marathon import EpisodeSpec, Marathon, load_marathon
 from benchmark.model_access import ModelServices, model_upstreams
 from benchmark.progress import LiveProgress
 from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow, RecordStore,
                                SelfCheckRow, TrialKeys, UsageRow)
-from benchmark.sandbox import (TRIAL_LABEL, Sandbox, SandboxLimits, extract_snapshot,
-                               remove_run_resources)
-from benchmark.scorer import CheckResult, Outcome, ScorerLimits, score, scorer_processes
+from benchmark.rundir import new_nonce
+from benchmark.sandbox import (TRIAL_LABEL, WORKSPACE, ArchiveOverLimit, Sandbox, SandboxLimits,
+                               extract_snapshot, remove_run_resources, run_labels)
+from benchmark.scorer import CheckResult, Outcome, ScorerLimits, list_checks, score, scorer_processes
+from benchmark.storage import (SpaceReserve, copy_file, describe, naming, remove_temp_files,
+                               storage_fault, write_bytes)
 
 
 class Interrupted(Exception):
@@ -76,6 +84,9 @@ class Plan(BaseModel):
 
     run_id: str
     """Id of the run."""
+    nonce: str = ""
+    """The run directory's nonce (:mod:`benchmark.rundir`): in the names and labels of the
+    run's containers and host temporary directories."""
     config: RunConfig
     """The configuration."""
     marathon: Marathon
@@ -83,7 +94,7 @@ class Plan(BaseModel):
     arms: dict[str, Arm]
     """Arm name -> loaded arm."""
     images: ImageSet
-    """Harness images (agent image included)."""
+    """Harness images (agent image included; derived with the marathon's runtime if it has one)."""
     trials: list[TrialKeys]
     """Every trial of the run."""
     model_upstreams: dict[str, str] = {}
@@ -108,6 +119,13 @@ class RunOutcome(BaseModel):
     """Trials planned."""
     failures: list[str]
     """``<trial id>: <one-line error>`` for each trial that failed in this session."""
+    reason: str | None = None
+    """Why the session stopped ``failed``: a storage fault (``<file>: No space left on
+    device``), or how many trials failed; null otherwise."""
+    recorded: bool = True
+    """Whether the session's end is in the manifest (not when the run directory became
+    unwritable: the manifest then still says ``running``, and ``marathon status`` says
+    ``dead``)."""
     wall_s: float
     """Wall time of the session in seconds."""
 
@@ -117,7 +135,7 @@ def new_run_id() -> str:
     return f"{utcnow():%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
 
 
-def make_plan(config: RunConfig, run_id: str, log=lambda line: None) -> Plan:
+def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: None) -> Plan:
     """Validate a configuration into a :class:`Plan`; write nothing.
 
     Checks, in order: marathon (cut to its first ``config.episodes`` episodes when set), arms,
@@ -152,43 +170,113 @@ def make_plan(config: RunConfig, run_id: str, log=lambda line: None) -> Plan:
     for name, agent in agents.items():
         for effort in {t.effort for t in trials if t.agent == name}:
             agent.check_effort(effort)
-    images = build_images(agent=True, log=log,
+    images = build_images(agent=True, log=log, runtime=marathon.runtime,
                           agents=[n for n, a in agents.items() if isinstance(a, DeclaredAgent)])
-    return Plan(run_id=run_id, config=config, marathon=marathon, arms=arms, images=images,
-                trials=trials, model_upstreams=upstreams)
+    return Plan(run_id=run_id, nonce=nonce, config=config, marathon=marathon, arms=arms,
+                images=images, trials=trials, model_upstreams=upstreams)
 
 
-def _lock_run_dir(run_dir: Path):
-    """Hold an exclusive lock on the run directory for this process (released at exit, also on
-    SIGKILL). Raises MarathonError when another driver holds it."""
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MarathonError(f"{run_dir}: another driver is working on this run") from None
-    return fd
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan_components(plan: Plan) -> dict[str, str]:
+    """SHA-256 of each component of a resolved plan, as recorded in the manifest
+    (``plan_components``) and compared on resume.
+
+    Components: ``config`` (every field but ``jobs`` and ``out``, which do not change results),
+    ``marathon`` (its content hash), ``episodes`` (the ids played), ``arms`` (each arm's config
+    hash), ``images`` (scorer and agent tags), ``trials`` (every trial's keys and seed),
+    ``limits`` (sandbox and scorer limits, but the scorer's process count, which follows
+    ``jobs`` and does not change outcomes) and ``model_upstreams``.
+    """
+    return {
+        "config": _digest(plan.config.model_dump(mode="json", exclude={"jobs", "out"})),
+        "marathon": plan.marathon.content_hash(),
+        "episodes": _digest(plan.marathon.episode_ids),
+        "arms": _digest({n: a.config_hash() for n, a in plan.arms.items()}),
+        "images": _digest({"scorer": plan.images.scorer, "agent": plan.images.agent,
+                           **({"agents": plan.images.agents} if plan.images.agents else {})}),
+        "trials": _digest([t.model_dump(mode="json") for t in plan.trials]),
+        "limits": _digest({"sandbox": plan.sandbox_limits.model_dump(mode="json"),
+                           "scorer": plan.scorer_limits.model_dump(mode="json", exclude={"processes"})}),
+        "model_upstreams": _digest(plan.model_upstreams),
+    }
+
+
+def plan_differences(manifest: Manifest, plan: Plan) -> list[str]:
+    """What differs between the plan a run started with (its manifest) and ``plan``,
+    recomputed from the manifest's config now: one phrase per differing component, with the
+    recorded and current values where the manifest keeps them. Manifests of older harness
+    versions (no ``plan_components``) are compared on the marathon, arms, images, episodes
+    and trials."""
+    now = plan_components(plan)
+    recorded = dict(manifest.plan_components) or {
+        "marathon": manifest.marathon_hash, "episodes": _digest(manifest.episodes),
+        "arms": _digest(manifest.arm_hashes),
+        "images": _digest({"scorer": manifest.images.scorer, "agent": manifest.images.agent}),
+        "trials": _digest([t.model_dump(mode="json") for t in manifest.trials]),
+    }
+    out = []
+    for key, value in recorded.items():
+        if now.get(key) == value:
+            continue
+        if key == "marathon":
+            out.append(f"marathon {plan.marathon.name!r} changed (its files or gates)")
+        elif key == "episodes":
+            out.append(f"episodes ({', '.join(manifest.episodes)} -> {', '.join(plan.marathon.episode_ids)})")
+        elif key == "arms":
+            names = sorted(n for n, a in plan.arms.items() if manifest.arm_hashes.get(n) != a.config_hash())
+            names += sorted(set(manifest.arm_hashes) - set(plan.arms))
+            out.append(f"arm(s) {', '.join(names) or '?'} changed")
+        elif key == "images":
+            for role in ("scorer", "agent"):
+                if getattr(plan.images, role) != getattr(manifest.images, role):
+                    out.append(f"the {role} image changed ({getattr(manifest.images, role)} -> "
+                               f"{getattr(plan.images, role)})")
+            for name, tag in plan.images.agents.items():
+                if tag != manifest.images.agents.get(name):
+                    out.append(f"the image of agent {name!r} changed "
+                               f"({manifest.images.agents.get(name)} -> {tag})")
+        elif key == "trials":
+            out.append(f"the planned trials ({len(manifest.trials)} recorded, {len(plan.trials)} now)")
+        elif key == "config":
+            out.append("config (the manifest's recorded config was changed)")
+        elif key == "limits":
+            out.append("sandbox or scorer limits (the harness changed)")
+        elif key == "model_upstreams":
+            out.append(f"model upstreams ({manifest.model_upstreams} -> {plan.model_upstreams})")
+    return out
 
 
 def start_run(config: RunConfig, *, display: bool = True, console: Console | None = None) -> RunOutcome:
     """Validate ``config``, create the run directory and run every trial.
 
     Raises:
-        MarathonError: bad input (nothing is written then).
+        MarathonError: bad input (nothing is written then), e.g. the run directory exists
+            already or cannot be created.
     """
     console = console or Console(stderr=True, highlight=False)
     run_id = config.run_id or new_run_id()
     run_dir = config.out / run_id
     if run_dir.exists():
         raise MarathonError(f"--run-id: run directory {run_dir} already exists (use --resume)")
-    plan = make_plan(config, run_id, log=lambda line: console.print(f"[dim]{line}[/]"))
+    nonce = new_nonce()
+    plan = make_plan(config, run_id, nonce, log=lambda line: console.print(f"[dim]{line}[/]"))
     git_commit, git_dirty = git_state()
     models = sorted({t.model for t in plan.trials})
     now = utcnow()
-    run_dir.mkdir(parents=True)
-    lock = _lock_run_dir(run_dir)
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+    except FileExistsError:
+        raise MarathonError(f"--run-id: run directory {run_dir} already exists (another run "
+                            "created it meanwhile; use another --run-id)") from None
+    except OSError as e:
+        raise MarathonError(f"--out: cannot create {run_dir}: {e.strerror}") from None
+    components = plan_components(plan)
     manifest = Manifest(
-        run_id=run_id, git_commit=git_commit, git_dirty=git_dirty, config=config,
+        run_id=run_id, nonce=nonce, git_commit=git_commit, git_dirty=git_dirty, config=config,
         marathon=plan.marathon.name, marathon_hash=plan.marathon.content_hash(),
         episodes=plan.marathon.episode_ids,
         arm_hashes={n: a.config_hash() for n, a in plan.arms.items()}, images=plan.images,
@@ -200,10 +288,16 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
         agent_hashes=agent_hashes(plan.config.agents),
         simulated=bool(simulated_models(models)), simulated_models=simulated_models(models),
         model_upstreams=plan.model_upstreams, trials=plan.trials, started_at=now,
+        plan_hash=_digest(components), plan_components=components,
         sessions=[Session(started_at=now, resume=False, pid=os.getpid(), jobs=config.jobs,
                           host=host_info())],
     )
-    write_manifest(run_dir, manifest)
+    try:
+        lock = rundir.acquire(run_dir)
+        write_manifest(run_dir, manifest)
+    except OSError as e:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing of the run exists yet
+        raise MarathonError(f"--out: cannot write the run directory: {describe(e)}") from None
     try:
         return _execute(plan, run_dir, manifest, config.jobs, display, console)
     finally:
@@ -212,173 +306,288 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
 
 def resume_run(run_dir: Path, *, jobs: int | None = None, display: bool = True,
                console: Console | None = None) -> RunOutcome:
-    """Finish an interrupted run: remove the dead session's containers and network, then run
-    every unfinished trial from its first unfinished episode.
+    """Finish an interrupted run: remove the dead session's containers, temp files and host
+    temporary directories, then run every unfinished trial from its first unfinished episode.
 
     Args:
         run_dir: the run directory.
         jobs: trials run concurrently (default: as configured).
 
     Raises:
-        MarathonError: not a run directory, another driver holds it, or the marathon, an arm or
-            an image changed since the run started (results would mix).
+        MarathonError: not a run directory, another driver holds it, a part of a finished
+            episode is unreadable, the run directory is not writable, or the plan recomputed
+            from the manifest's config differs from the one the run started with (the
+            marathon, an arm, an image, the config...: results would mix).
     """
     console = console or Console(stderr=True, highlight=False)
     manifest = read_manifest(run_dir)
     if jobs is not None and jobs < 1:
         raise MarathonError(f"--jobs: must be at least 1, got {jobs}")
-    lock = _lock_run_dir(run_dir)
+    try:
+        lock = rundir.acquire(run_dir)
+    except OSError as e:
+        raise MarathonError(f"--resume: cannot lock the run directory: {describe(e)}") from None
     try:
         config = manifest.config
-        plan = make_plan(config, manifest.run_id, log=lambda line: console.print(f"[dim]{line}[/]"))
-        if plan.marathon.content_hash() != manifest.marathon_hash:
-            raise MarathonError(f"{run_dir}: marathon {plan.marathon.name!r} changed since the run started")
-        for name, arm in plan.arms.items():
-            if arm.config_hash() != manifest.arm_hashes.get(name):
-                raise MarathonError(f"{run_dir}: arm {name!r} changed since the run started")
-        for role in ("scorer", "agent"):
-            if getattr(plan.images, role) != getattr(manifest.images, role):
-                raise MarathonError(f"{run_dir}: the {role} image changed since the run started "
-                                    f"({getattr(manifest.images, role)} -> {getattr(plan.images, role)})")
-        for name, tag in plan.images.agents.items():
-            if tag != manifest.images.agents.get(name):
-                raise MarathonError(f"{run_dir}: the image of agent {name!r} changed since the run "
-                                    f"started ({manifest.images.agents.get(name)} -> {tag})")
-        if [t.trial_id for t in plan.trials] != [t.trial_id for t in manifest.trials]:
-            raise MarathonError(f"{run_dir}: the planned trials differ from the manifest's")
+        legacy_nonce = manifest.nonce is None
+        nonce = manifest.nonce or new_nonce()
+        plan = make_plan(config, manifest.run_id, nonce, log=lambda line: console.print(f"[dim]{line}[/]"))
+        differences = plan_differences(manifest, plan)
+        if differences:
+            raise MarathonError(f"{run_dir / MANIFEST}: the run's plan differs from the one it "
+                                f"started with: {'; '.join(differences)}; refusing to resume "
+                                "(results would mix)")
         finished = RecordStore(run_dir).finished()
         for t in plan.trials:  # a resumed trial restarts from its last finished episode's workspace
-            last = [e for e in plan.marathon.episode_ids if (t.trial_id, e) in finished][-1:]
-            if last and not _workspace_path(run_dir, t.trial_id, last[0]).is_file():
-                raise MarathonError(f"{_workspace_path(run_dir, t.trial_id, last[0])}: workspace "
-                                    "archive of a finished episode is missing")
-        containers, networks = remove_run_resources(manifest.run_id)
+            n = _finished_prefix(plan, t.trial_id, finished)
+            if n and _episode_archive(run_dir, t.trial_id, plan.marathon.episode_ids[n - 1]) is None:
+                raise MarathonError(f"{_workspace_path(run_dir, t.trial_id, plan.marathon.episode_ids[n - 1])}: "
+                                    "workspace archive of a finished episode is missing")
+        containers, networks = remove_run_resources(manifest.run_id, manifest.nonce)
+        if legacy_nonce:  # containers of an older harness carry the run id only
+            c, n = remove_run_resources(manifest.run_id)
+            containers, networks = containers + c, networks + n
+        rundir.remove_host_tmp(nonce)
         jobs = jobs or config.jobs
-        manifest.sessions.append(Session(started_at=utcnow(), resume=True, pid=os.getpid(),
-                                         jobs=jobs, host=host_info(),
-                                         leftovers_removed=containers + networks))
-        manifest.status = "running"
-        manifest.ended_at = None
-        write_manifest(run_dir, manifest)
+        try:
+            remove_temp_files(run_dir)
+            manifest.nonce = nonce
+            if not manifest.plan_components:
+                manifest.plan_components = plan_components(plan)
+                manifest.plan_hash = _digest(manifest.plan_components)
+            manifest.sessions.append(Session(started_at=utcnow(), resume=True, pid=os.getpid(),
+                                             jobs=jobs, host=host_info(),
+                                             leftovers_removed=containers + networks))
+            manifest.status = "running"
+            manifest.reason = None
+            manifest.ended_at = None
+            write_manifest(run_dir, manifest)
+        except OSError as e:
+            raise MarathonError(f"--resume: cannot write the run directory: {describe(e)}") from None
         return _execute(plan, run_dir, manifest, jobs, display, console)
     finally:
         os.close(lock)
 
 
+def _finished_prefix(plan: Plan, trial_id: str, finished: set[tuple[str, str]]) -> int:
+    """How many of a trial's episodes, from the first, are finished (a trial restarts at the
+    first unfinished one; a finished episode after a gap is played again)."""
+    n = 0
+    for e in plan.marathon.episode_ids:
+        if (trial_id, e) not in finished:
+            break
+        n += 1
+    return n
+
+
 def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: bool,
              console: Console) -> RunOutcome:
+    """Run the unfinished trials of a run whose lock this process holds and whose manifest
+    records this session; record how the session ended.
+
+    A storage fault (:func:`benchmark.storage.storage_fault`: disk full, read-only file
+    system, I/O error) in any trial stops the whole run like an interrupt: containers are
+    removed, the space reserve is freed, and the manifest says ``failed`` with the reason
+    (when the directory can still be written). Any other trial failure is written to
+    ``errors.log`` and the other trials go on.
+    """
     started = time.monotonic()
     # Concurrent trials share the cores between their scorings' pytest processes.
     plan = plan.model_copy(update={"scorer_limits": plan.scorer_limits.model_copy(
         update={"processes": scorer_processes(jobs, plan.scorer_limits)})})
-    store = RecordStore(run_dir)
     n_episodes = len(plan.marathon.episodes)
     planned = [(t, n_episodes) for t in plan.trials]
-    store.consolidate(planned)
-    finished = store.finished()
-    done = {t.trial_id: sum((t.trial_id, e) in finished for e in plan.marathon.episode_ids)
-            for t in plan.trials}
-    last_scores = {}
-    for row in store.episode_rows():
-        if row.episode_index == done.get(row.trial_id):
-            last_scores[row.trial_id] = row.score
-    todo = [t for t in plan.trials if done[t.trial_id] < n_episodes]
-
+    reserve = SpaceReserve(run_dir)
+    reserve.allocate()
     stop = threading.Event()
     failures: list[str] = []
-    services = None
-    if any(get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
-        services = ModelServices.start(plan.run_id, run_dir, plan.config.marathon, todo,
-                                       plan.config.providers)
-
+    tracebacks: list[str] = []
+    fault: list[str] = []  # one-line reason of the first storage fault
     cleaners: list[threading.Thread] = []
+    services = None
+    work = rundir.make_host_tmp(plan.nonce, "work")
+    store = None
 
-    def on_signal(signum, frame):
+    def halt(message: str | None = None) -> None:
+        """Stop every trial; removing the containers ends in-flight agent runs at once."""
         if stop.is_set():
             return
         stop.set()
-        console.print(f"[yellow]{signal.Signals(signum).name}: stopping; finished episodes are "
-                      f"kept; resume with `marathon run --resume {run_dir}`[/]")
-        # Removing the containers ends in-flight agent runs at once; their trials see `stop`.
-        cleaner = threading.Thread(target=remove_run_resources, args=(plan.run_id,),
+        if message:
+            console.print(message)
+        cleaner = threading.Thread(target=remove_run_resources, args=(plan.run_id, plan.nonce),
                                    kwargs={"networks": False}, daemon=True)
         cleaner.start()
         cleaners.append(cleaner)
+
+    def on_signal(signum, frame):
+        halt(f"[yellow]{signal.Signals(signum).name}: stopping; finished episodes are kept; "
+             f"resume with `marathon run --resume {run_dir}`[/]")
+
+    def on_fault(error: OSError) -> None:
+        if not fault:  # unnamed faults come from writes into the run directory (e.g. a transcript)
+            fault.append(describe(error) if error.filename else f"{run_dir}: {describe(error)}")
+        halt(f"[red]storage fault: {fault[0]}: stopping the run[/]")
+
+    def _watch(pending: set) -> None:
+        """Wait for the trials; record each failure as it comes."""
+        while pending:
+            finished_now, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in finished_now:
+                keys = futures[fut]
+                err = fut.exception()
+                if err is None:
+                    continue
+                storage = storage_fault(err)
+                if storage is not None:
+                    on_fault(storage)
+                elif stop.is_set() or isinstance(err, Interrupted):
+                    progress.update(keys.trial_id, phase="interrupted")
+                    continue
+                line = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+                if storage is None:
+                    failures.append(f"{keys.trial_id}: {line}")
+                progress.update(keys.trial_id, phase=f"failed: {line[:60]}")
+                tracebacks.append(f"{utcnow().isoformat()} trial {keys.trial_id}\n"
+                                  + "".join(traceback.format_exception(err)))
+                if storage is None:
+                    try:
+                        _append_errors(run_dir, tracebacks)
+                    except OSError as e:
+                        if storage_fault(e) is None:
+                            raise
+                        on_fault(e)
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {}
     if in_main:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
-    progress = LiveProgress(plan.trials, n_episodes, done, last_scores, console=console, live=display)
     try:
+        store = RecordStore(run_dir)
+        store.consolidate(planned)
+        finished = store.finished()
+        done = {t.trial_id: _finished_prefix(plan, t.trial_id, finished) for t in plan.trials}
+        last_scores = {}
+        for row in store.episode_rows():
+            if row.episode_index == done.get(row.trial_id):
+                last_scores[row.trial_id] = row.score
+        todo = [t for t in plan.trials if done[t.trial_id] < n_episodes]
+        if any(get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
+            services = ModelServices.start(plan.nonce, run_dir, plan.config.marathon, todo,
+                                           plan.config.providers)
+        progress = LiveProgress(plan.trials, n_episodes, done, last_scores, console=console, live=display)
         with progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="trial") as pool:
             futures = {
                 pool.submit(_run_trial, plan, keys, done[keys.trial_id], run_dir, store, planned,
-                            services, stop, progress): keys
+                            services, stop, progress, work): keys
                 for keys in todo
             }
             pending = set(futures)
-            while pending:
-                finished_now, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in finished_now:
-                    keys = futures[fut]
-                    err = fut.exception()
-                    if err is None:
-                        continue
-                    if stop.is_set() or isinstance(err, Interrupted):
-                        progress.update(keys.trial_id, phase="interrupted")
-                        continue
-                    line = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-                    failures.append(f"{keys.trial_id}: {line}")
-                    progress.update(keys.trial_id, phase=f"failed: {line[:60]}")
-                    with open(run_dir / "errors.log", "a", encoding="utf-8") as log:
-                        log.write(f"{utcnow().isoformat()} trial {keys.trial_id}\n")
-                        log.write("".join(traceback.format_exception(err)))
+            try:
+                _watch(pending)
+            except BaseException:
+                halt()  # the trials stop before the pool's exit waits for them
+                raise
+    except Exception as err:  # the driver itself failed: record it like a trial failure
+        storage = storage_fault(err)
+        if storage is not None:
+            on_fault(storage)
+        else:
+            halt()
+            failures.append(f"driver: {str(err).splitlines()[0] if str(err) else err.__class__.__name__}")
+        tracebacks.append(f"{utcnow().isoformat()} driver\n" + "".join(traceback.format_exception(err)))
     finally:
         if in_main:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         for cleaner in cleaners:
             cleaner.join()
-        remove_run_resources(plan.run_id)
+        try:
+            remove_run_resources(plan.run_id, plan.nonce)
+        except docker.errors.DockerException as err:  # the engine is gone: a resume cleans up
+            tracebacks.append(f"{utcnow().isoformat()} driver (clean-up)\n"
+                              + "".join(traceback.format_exception(err)))
         if services is not None:
             services.stop()
-        store.consolidate(planned)
-        complete = sum(
-            sum((t.trial_id, e) in store.finished() for e in plan.marathon.episode_ids) == n_episodes
-            for t in plan.trials)
-        status = ("complete" if complete == len(plan.trials) else
-                  "interrupted" if stop.is_set() else "failed" if failures else "interrupted")
+        shutil.rmtree(work, ignore_errors=True)
+        if store is not None and not fault:
+            try:
+                store.consolidate(planned)
+            except OSError as e:
+                if storage_fault(e) is None:
+                    raise
+                on_fault(e)
+        finished = store.finished() if store is not None else set()
+        complete = sum(_finished_prefix(plan, t.trial_id, finished) == n_episodes for t in plan.trials)
+        if fault:
+            status, reason = "failed", f"storage fault: {fault[0]}"
+            reserve.release()  # room for the manifest and errors.log on a full disk
+        elif complete == len(plan.trials):
+            status, reason = "complete", None
+        elif failures:
+            status = "failed"
+            reason = (f"{len(failures)} trial(s) failed (tracebacks in errors.log)"
+                      if not failures[-1].startswith("driver: ") else failures[-1])
+        else:
+            status, reason = "interrupted", None
         now = utcnow()
         manifest.sessions[-1].ended_at = now
         manifest.sessions[-1].status = status
+        manifest.sessions[-1].reason = reason
         manifest.status = status
+        manifest.reason = reason
         manifest.ended_at = now
-        write_manifest(run_dir, manifest)
+        recorded = True
+        try:
+            write_manifest(run_dir, manifest)
+        except OSError as e:
+            if storage_fault(e) is None:
+                raise
+            recorded = False
+        try:
+            _append_errors(run_dir, tracebacks)
+        except OSError:
+            pass  # written if it can be: the manifest holds the reason
+        reserve.release()
     return RunOutcome(run_dir=run_dir, status=status, trials_complete=complete,
-                      trials_total=len(plan.trials), failures=failures,
-                      wall_s=time.monotonic() - started)
+                      trials_total=len(plan.trials), failures=failures, reason=reason,
+                      recorded=recorded, wall_s=time.monotonic() - started)
+
+
+def _append_errors(run_dir: Path, tracebacks: list[str]) -> None:
+    """Append the pending tracebacks to ``errors.log`` (and forget them once written)."""
+    if not tracebacks:
+        return
+    path = run_dir / "errors.log"
+    with naming(path), open(path, "a", encoding="utf-8") as log:
+        log.write("".join(tracebacks))
+        log.flush()
+        os.fsync(log.fileno())
+    tracebacks.clear()
 
 
 def _workspace_path(run_dir: Path, trial_id: str, episode: str) -> Path:
     return run_dir / "workspaces" / trial_id / f"{episode}.tar"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _episode_archive(run_dir: Path, trial_id: str, episode: str) -> Path | None:
+    """The archive a finished episode's workspace was kept in: ``<episode>.tar`` (the whole
+    ``/workspace``), or ``<episode>.git.tar`` (its history only, when the workspace was over
+    the archive limits); ``None`` when neither exists."""
+    full = _workspace_path(run_dir, trial_id, episode)
+    history = full.with_name(f"{episode}.git.tar")
+    return full if full.is_file() else history if history.is_file() else None
 
 
 class _AttemptMeta(BaseModel):
     commit: str | None
     snapshot_sha256: str
+    """SHA-256 of the scored workspace archive; empty when it was over the archive limits."""
     scoring_s: float
+    archive: Path | None
+    """The attempt's workspace archive on the host (in the run's work directory); ``None``
+    when the workspace was over the archive limits."""
 
 
 class ScoreFile(BaseModel):
@@ -406,16 +615,19 @@ class TrialRunner:
     """Plays one trial's episodes in its sandbox (implements the controllers' ``TrialContext``)."""
 
     def __init__(self, plan: Plan, keys: TrialKeys, sandbox: Sandbox, agent: Agent, run_dir: Path,
-                 stop: threading.Event, progress: LiveProgress, token: str | None = None):
+                 stop: threading.Event, progress: LiveProgress, work: Path,
+                 token: str | None = None):
         self.plan, self.keys, self.sandbox, self.agent = plan, keys, sandbox, agent
         self.token = token
         """The trial's proxy token (``None`` without a channel): ``marathon-check`` presents it."""
         self.arm = plan.arms[keys.arm]
         self.run_dir, self.stop, self.progress = run_dir, stop, progress
+        self.work = work / keys.trial_id
+        """The trial's host work directory (attempt archives, snapshots), in the run's."""
+        self.work.mkdir(parents=True, exist_ok=True)
         self.marathon = plan.marathon
         self.controller = get_controller(self.arm)
         self._meta: dict[int, _AttemptMeta] = {}
-        self._last_archive: bytes | None = None
         self._head: str | None = None
         # Self-checks: one at a time, and never while an attempt is being scored.
         self._check_lock = threading.Lock()
@@ -436,7 +648,7 @@ class TrialRunner:
             raise Interrupted()
         art = self._artifacts(episode.id, attempt)
         art.mkdir(parents=True, exist_ok=True)
-        (art / "prompt.md").write_text(prompt, encoding="utf-8")
+        write_bytes(art / "prompt.md", prompt)
         self.progress.update(self.keys.trial_id, episode=episode.id, attempt=attempt, phase="agent")
         with self._check_lock:
             self._current = (episode, attempt)
@@ -446,14 +658,33 @@ class TrialRunner:
                               time_limit_s=self.plan.config.time_limit_s,
                               transcript=art / "transcript", check_env=check_env)
 
-    def _score_archive(self, archive: bytes, episode: EpisodeSpec) -> list[CheckResult]:
-        """Score a workspace archive against every gate active after ``episode``, with the
-        trial's seed (the one scoring path of attempts and self-checks)."""
-        with tempfile.TemporaryDirectory(prefix="marathon-snapshot-") as tmp:
-            snapshot = extract_snapshot(archive, Path(tmp) / "snapshot")
-            return score(snapshot, self.plan.marathon, episode.id, self.keys.seed,
-                         image=self.plan.images.scorer, limits=self.plan.scorer_limits,
-                         labels={LABEL: self.plan.run_id, TRIAL_LABEL: self.keys.trial_id})
+    def _score_workspace(self, episode: EpisodeSpec, archive: Path) -> tuple[list[CheckResult], object]:
+        """Stream the workspace as it stands to ``archive`` (within the sandbox's archive
+        limits) and score it against every gate active after ``episode``, with the trial's seed:
+        the one scoring path of attempts and self-checks. A workspace over the limits is not
+        scored: every active check is ``failed`` with the reason (the agent's doing).
+
+        Returns:
+            ``(checks, ArchiveInfo or None when over the limits)``.
+        """
+        try:
+            info = self.sandbox.archive(archive)
+        except ArchiveOverLimit as e:
+            return [CheckResult(**c.model_dump(), outcome=Outcome.failed, duration_s=0.0,
+                                message=f"workspace not scored: {e}")
+                    for c in list_checks(self.marathon, self.marathon.active_gates(episode.id))], None
+        snapshot = self.work / "snapshot"
+        shutil.rmtree(snapshot, ignore_errors=True)
+        try:
+            extract_snapshot(archive, snapshot)
+            checks = score(snapshot, self.plan.marathon, episode.id, self.keys.seed,
+                           image=self.plan.images.scorer, limits=self.plan.scorer_limits,
+                           labels={**run_labels(self.plan.run_id, self.plan.nonce),
+                                   TRIAL_LABEL: self.keys.trial_id},
+                           tmp_dir=self.work)
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
+        return checks, info
 
     def self_check(self) -> dict:
         """Serve one ``marathon-check`` of the running attempt (called by the proxy, in a worker
@@ -484,7 +715,11 @@ class TrialRunner:
             t0 = time.monotonic()
             try:
                 commit = self.sandbox.snapshot_commit(f"marathon: {episode.id} self-check")
-                checks = self._score_archive(self.sandbox.archive(), episode)
+                archive = self.work / f"{episode.id}.self-check.tar"
+                try:
+                    checks, _ = self._score_workspace(episode, archive)
+                finally:
+                    archive.unlink(missing_ok=True)
             except Exception as e:  # a harness failure is not a verdict on the workspace
                 checks, commit = [], None
                 why = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -518,6 +753,10 @@ class TrialRunner:
             return {"status": "green" if green else "red", "text": text}
 
     def _score(self, episode: EpisodeSpec, attempt: int, result: AttemptResult) -> list[CheckResult]:
+        """Commit the workspace, stream its archive to the trial's work directory (within the
+        sandbox's archive limits), and score the snapshot. A workspace over the limits is not
+        scored: every active check is ``failed`` with the reason (the agent's doing, so it
+        counts against the attempt)."""
         if self.stop.is_set():
             raise Interrupted()
         self.progress.update(self.keys.trial_id, phase="scoring")
@@ -526,19 +765,48 @@ class TrialRunner:
         t0 = time.monotonic()
         self.sandbox.kill_agent_processes()
         commit = self.sandbox.commit(f"marathon: {episode.id} attempt {attempt}")
-        archive = self.sandbox.archive()
-        checks = self._score_archive(archive, episode)
+        archive = self.work / f"{episode.id}.{attempt}.tar"
+        checks, info = self._score_workspace(episode, archive)
         art = self._artifacts(episode.id, attempt)
-        (art / "workspace.diff").write_text(self.sandbox.diff(self._head, commit), encoding="utf-8")
-        (art / "score.json").write_text(ScoreFile(
+        self.sandbox.diff(self._head, commit, art / "workspace.diff")
+        write_bytes(art / "score.json", ScoreFile(
             trial_id=self.keys.trial_id, episode=episode.id, attempt=attempt, seed=self.keys.seed,
             commit=commit, score=gate_score(checks), gates=gate_verdicts(checks), checks=checks,
-        ).model_dump_json(indent=2) + "\n", encoding="utf-8")
-        self._meta[attempt] = _AttemptMeta(commit=commit, snapshot_sha256=hashlib.sha256(archive).hexdigest(),
-                                           scoring_s=time.monotonic() - t0)
-        self._last_archive = archive
+        ).model_dump_json(indent=2) + "\n")
+        for old in self._meta.values():  # only the last attempt's archive is kept
+            if old.archive is not None:
+                old.archive.unlink(missing_ok=True)
+        self._meta[attempt] = _AttemptMeta(commit=commit, snapshot_sha256=info.sha256 if info else "",
+                                           scoring_s=time.monotonic() - t0,
+                                           archive=info.path if info else None)
         self._head = commit or self._head
         return checks
+
+    def _keep_workspace(self, episode: str, final: _AttemptMeta) -> None:
+        """Keep the workspace the episode ended on in the run directory, for a resume: the
+        final attempt's archive (``<episode>.tar``), or, when it was over the archive limits,
+        an archive of ``/workspace/.git`` alone (``<episode>.git.tar``, also within the
+        limits); the other form is removed.
+
+        Raises:
+            MarathonError: even the history is over the limits (the trial fails: it could not
+                be resumed from this episode).
+        """
+        full = _workspace_path(self.run_dir, self.keys.trial_id, episode)
+        history = full.with_name(f"{episode}.git.tar")
+        if final.archive is not None:
+            copy_file(final.archive, full)
+            history.unlink(missing_ok=True)
+            return
+        tmp = self.work / f"{episode}.git.tar"
+        try:
+            self.sandbox.archive(tmp, f"{WORKSPACE}/.git")
+        except ArchiveOverLimit as e:
+            raise MarathonError(f"trial {self.keys.trial_id}: the workspace after {episode} "
+                                f"cannot be kept for a resume, even its history alone: {e}") from None
+        copy_file(tmp, history)
+        tmp.unlink(missing_ok=True)
+        full.unlink(missing_ok=True)
 
     def snapshot_of(self, attempt: int) -> tuple[str | None, str]:
         """``(commit, SHA-256 of the workspace archive)`` scored after ``attempt`` of the current
@@ -570,7 +838,11 @@ class TrialRunner:
             self._head = self.sandbox.init_repo()
         else:
             prev = self.plan.marathon.episode_ids[start_index - 1]
-            self.sandbox.restore(_workspace_path(self.run_dir, self.keys.trial_id, prev).read_bytes())
+            archive = _episode_archive(self.run_dir, self.keys.trial_id, prev)
+            if archive is None:
+                raise MarathonError(f"{_workspace_path(self.run_dir, self.keys.trial_id, prev)}: "
+                                    "workspace archive of a finished episode is missing")
+            self.sandbox.restore(archive)
             self._head = self.sandbox.head()
 
     def run_episode(self, index: int, episode: EpisodeSpec) -> EpisodeRecords:
@@ -588,8 +860,7 @@ class TrialRunner:
         started_at, t0 = utcnow(), time.monotonic()
         attempts = self.controller.run(self, episode, self.plan.marathon.brief_text(episode.id),
                                        self.agent, lambda n, r: self._score(episode, n, r))
-        assert self._last_archive is not None
-        _write_atomic(_workspace_path(self.run_dir, self.keys.trial_id, episode.id), self._last_archive)
+        self._keep_workspace(episode.id, self._meta[attempts[-1].number])
         keys = self.keys.model_dump()
         gate_from = {g.name: g.active_from for g in self.plan.marathon.gate}
         attempt_rows, check_rows, usage_rows = [], [], []
@@ -656,7 +927,7 @@ def _usage_columns(result: AttemptResult) -> dict:
 
 def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, store: RecordStore,
                planned: list[tuple[TrialKeys, int]], services: ModelServices | None,
-               stop: threading.Event, progress: LiveProgress) -> None:
+               stop: threading.Event, progress: LiveProgress, work: Path) -> None:
     """Run one trial from episode ``start_index`` (0-based) to the end, recording each episode.
 
     A model agent's container reaches only the metering proxy (see :mod:`benchmark.sandbox`);
@@ -680,7 +951,7 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
             agent.attach(endpoint)
     # No container has a network; a model agent's reaches the proxy's socket through a forwarder.
     try:
-        sandbox = Sandbox.create(run_id=plan.run_id, trial_id=keys.trial_id,
+        sandbox = Sandbox.create(run_id=plan.run_id, nonce=plan.nonce, trial_id=keys.trial_id,
                                  image=plan.images.for_agent(agent.name),
                                  proxy_dir=endpoint.socket_dir if endpoint is not None else None,
                                  limits=plan.sandbox_limits)
@@ -690,7 +961,7 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
         raise
     try:
         token = endpoint.token.get_secret_value() if endpoint is not None else None
-        runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress, token=token)
+        runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress, work, token=token)
         if arm.self_checks and endpoint is not None:
             services.proxy.set_self_check(token, runner.self_check)
         runner.start(start_index)
@@ -706,5 +977,6 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
         raise
     finally:
         sandbox.remove()
+        shutil.rmtree(work / keys.trial_id, ignore_errors=True)
         if endpoint is not None:
             services.close_trial(endpoint)

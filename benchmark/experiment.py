@@ -175,19 +175,22 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
         raise MarathonError(f"{where}: {msg}") from None
 
 
-def check_output_dir(out: Path) -> None:
-    """Check that a run directory can be created under ``out``, without writing anything.
+def check_output_dir(out: Path, flag: str = "--out") -> None:
+    """Check that files can be written under directory ``out`` (created if missing), without
+    writing anything.
 
     Raises:
-        MarathonError: ``out`` (or an ancestor) is not a directory, or is not writable.
+        MarathonError: ``out`` (or its nearest existing ancestor) is not a directory, or is not
+            writable; the message starts with ``flag``.
     """
     probe = out.resolve()
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
-        raise MarathonError(f"--out: {probe} is not a directory: cannot create {out}")
+        raise MarathonError(f"{flag}: {probe} is not a directory: cannot create {out}"
+                            if probe != out.resolve() else f"{flag}: {out} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise MarathonError(f"--out: {probe} is not writable")
+        raise MarathonError(f"{flag}: {probe} is not writable")
 
 
 def plan_trials(config: RunConfig, run_id: str, marathon: str, uses_model: dict[str, bool]) -> list[TrialKeys]:

@@ -10,9 +10,14 @@
   (or the image of the agent it ``extends``) plus its pinned apt, npm and PyPI packages and the
   files shipped beside its TOML, and the TOML itself (:func:`build_agent_image`).
 
+A marathon that declares a ``[runtime]`` (:class:`~benchmark.marathon.RuntimeSpec`: Debian
+packages, an exact Node.js) gets its own scorer and agent images, derived from the plain ones:
+``marathon-scorer-runtime`` and ``marathon-agent-runtime`` (recipe ``runtime.Dockerfile``). A
+marathon without one uses the plain images.
+
 Every tag is ``<name>:<recipe hash>``: the first 12 hex digits of a SHA-256 over the recipe
-(Dockerfile text, files, pinned versions, and the parent's tag). An image whose tag exists is
-not rebuilt, so an unchanged recipe costs nothing.
+(Dockerfile text, files, pinned versions, the runtime declaration, and the parent's tag). An
+image whose tag exists is not rebuilt, so an unchanged recipe costs nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pydantic import BaseModel
 
 from benchmark.docker_env import client
 from benchmark.errors import MarathonError
+from benchmark.marathon import RuntimeSpec
 
 if TYPE_CHECKING:
     from benchmark.agents.spec import AgentSpec
@@ -52,17 +58,25 @@ Log = Callable[[str], None]
 
 
 class ImageSet(BaseModel):
-    """Tags and image ids of the three harness images, as recorded in a run's manifest."""
+    """Tags and image ids of the harness images a run or validation uses, as recorded in a run's
+    manifest."""
 
     base: str
     """Tag of the base image, ``marathon-base:<hash>``."""
     scorer: str
-    """Tag of the scorer image."""
+    """Tag of the scorer image the checks run in: ``marathon-scorer:<hash>``, or
+    ``marathon-scorer-runtime:<hash>`` for a marathon with a runtime."""
     agent: str | None = None
-    """Tag of the agent image (``None`` when it was not requested): the image of the agents
-    written in Python (``oracle``, ``nop``) and the parent of every declared agent's image."""
+    """Tag of the agent image trials of Python agents (``oracle``, ``nop``) run in
+    (``marathon-agent`` or ``marathon-agent-runtime``), the parent of every declared agent's
+    image; ``None`` when it was not requested."""
     agents: dict[str, str] = {}
     """Declared agent name -> tag of its derived image (``marathon-agent-<name>:<hash>``)."""
+    runtime: RuntimeSpec | None = None
+    """The marathon's ``[runtime]`` declaration the scorer and agent images were derived with;
+    ``None``: the plain images."""
+    derived_from: dict[str, str] = {}
+    """Derived image tag -> tag of the plain image it was built on (empty without a runtime)."""
     ids: dict[str, str] = {}
     """Docker image id (``sha256:...``) per tag."""
 
@@ -175,11 +189,18 @@ def host_ca_bundle() -> bytes:
     return path.read_bytes()
 
 
+def _recipe(name: str, recipe: str, files: dict[str, bytes], parent: str,
+            **params: str) -> tuple[str, str]:
+    """``(tag, Dockerfile text)`` of an image recipe: the tag hashes the name, the parent tag,
+    the filled-in Dockerfile and the files copied into the image."""
+    text = (RECIPES / recipe).read_text().format(base=parent, **params)
+    return f"{name}:{_hash(name, parent, text, *sorted(files), *files.values())}", text
+
+
 def _build_dockerfile(name: str, recipe: str, files: dict[str, bytes], parent: str,
                       log: Log, network: bool = False, build_files: dict[str, bytes] | None = None,
                       **params: str) -> str:
-    text = (RECIPES / recipe).read_text().format(base=parent, **params)
-    tag = f"{name}:{_hash(name, parent, text, *sorted(files), *files.values())}"
+    tag, text = _recipe(name, recipe, files, parent, **params)
     if _exists(tag):
         return tag
     return _build_text(tag, text, files, log, network=network, build_files=build_files)
@@ -211,6 +232,48 @@ def _build_text(tag: str, text: str, files: dict[str, bytes], log: Log, network:
     except docker.errors.APIError as e:
         raise MarathonError(f"building {tag} failed: {e.explanation or e}") from None
     return tag
+
+
+def _runtime_recipe(parent: str, runtime: RuntimeSpec, user: str, workdir: str) -> dict:
+    """Arguments of :func:`_recipe` / :func:`_build_dockerfile` for a runtime image on ``parent``."""
+    apt_step = "true"
+    if runtime.apt:
+        apt_step = ("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                    f"--no-install-recommends {' '.join(sorted(runtime.apt))} "
+                    "&& rm -rf /var/lib/apt/lists/*")
+    node_step = "true"
+    if runtime.node is not None:
+        node_step = (f"python3 /tmp/marathon-build/install_node.py {runtime.node} "
+                     "/tmp/marathon-build/build-ca.crt && node --version")
+    return {"name": f"{parent.split(':')[0]}-runtime", "recipe": "runtime.Dockerfile",
+            "files": {"install_node.py": (RECIPES / "install_node.py").read_bytes()},
+            "parent": parent, "apt_step": apt_step, "node_step": node_step,
+            "user": user, "workdir": workdir}
+
+
+def runtime_tag(parent: str, runtime: RuntimeSpec, user: str = "1000:1000", workdir: str = "/") -> str:
+    """The tag :func:`build_runtime` gives the image derived from ``parent`` with ``runtime``
+    (``user`` and ``workdir``: the parent's), without building anything."""
+    return _recipe(**_runtime_recipe(parent, runtime, user, workdir))[0]
+
+
+def build_runtime(parent: str, runtime: RuntimeSpec, log: Log = print) -> str:
+    """Derive an image from ``parent`` (a scorer or agent tag) with a marathon's runtime.
+
+    The derived tag is ``<parent name>-runtime:<hash>``, the hash over the parent tag, the
+    recipe (``runtime.Dockerfile`` filled with the sorted packages and the Node.js version) and
+    ``install_node.py``; the parent's user and working directory are kept. Built with host
+    networking (apt and the npm registry); a few minutes the first time, nothing afterwards.
+
+    Raises:
+        MarathonError: the build failed (unknown package or Node.js version, registry
+            unreachable); the message names the image and the failing step.
+    """
+    config = client().images.get(parent).attrs.get("Config") or {}
+    return _build_dockerfile(
+        **_runtime_recipe(parent, runtime, config.get("User") or "root", config.get("WorkingDir") or "/"),
+        log=log, network=True, build_files={"build-ca.crt": host_ca_bundle()},
+    )
 
 
 def agent_recipe(spec: "AgentSpec", parent: str) -> tuple[str, str, dict[str, bytes], dict[str, int]]:
@@ -274,8 +337,9 @@ def build_agent_image(spec: "AgentSpec", parent: str, log: Log = print) -> str:
                        modes=modes)
 
 
-def build_images(agent: bool = True, log: Log = print, agents: list[str] | None = None) -> ImageSet:
-    """Build (or find) every harness image and return their tags and ids.
+def build_images(agent: bool = True, log: Log = print, runtime: RuntimeSpec | None = None,
+                 agents: list[str] | None = None) -> ImageSet:
+    """Build (or find) every harness image a marathon needs and return their tags and ids.
 
     Args:
         agent: also build the agent image and the declared agents' images (needs the package
@@ -283,6 +347,11 @@ def build_images(agent: bool = True, log: Log = print, agents: list[str] | None 
         log: receives one line per build step.
         agents: the declared agents whose images to build (names or TOML paths); ``None``: every
             agent in ``agents/``. Agents written in Python need none.
+        runtime: the marathon's ``[runtime]``; when given (and not empty), the returned scorer
+            and agent tags are the images derived with it (:func:`build_runtime`), and
+            ``derived_from`` maps them to the plain ones; the declared agents' images are then
+            derived from the runtime's agent image (runtime + agent packages). ``None``: the
+            plain images.
 
     Raises:
         MarathonError: a build failed, or an agent's TOML is invalid; the message names the
@@ -297,20 +366,29 @@ def build_images(agent: bool = True, log: Log = print, agents: list[str] | None 
         base, log,
     )
     agent_tag = None
-    derived: dict[str, str] = {}
     if agent:
         agent_tag = _build_dockerfile(
             "marathon-agent", "agent.Dockerfile",
             {"marathon_check.py": (RECIPES / "marathon_check.py").read_bytes()}, base, log,
             network=True,
         )
-        names = declared_names() if agents is None else agents
-        for name in names:
+    runtime_derived: dict[str, str] = {}
+    if runtime is not None and not runtime.empty:
+        for plain in (scorer, agent_tag):
+            if plain:
+                runtime_derived[build_runtime(plain, runtime, log)] = plain
+        scorer = next(t for t, p in runtime_derived.items() if p == scorer)
+        agent_tag = next((t for t, p in runtime_derived.items() if p == agent_tag), None)
+    else:
+        runtime = None
+    derived: dict[str, str] = {}
+    if agent_tag is not None:  # declared agents on the (runtime's) agent image
+        for name in declared_names() if agents is None else agents:
             parent = agent_tag
             for spec in lineage(load_agent_spec(name)):
                 if spec.name not in derived:
                     derived[spec.name] = build_agent_image(spec, parent, log)
                 parent = derived[spec.name]
-    tags = [t for t in (base, scorer, agent_tag, *derived.values()) if t]
-    return ImageSet(base=base, scorer=scorer, agent=agent_tag, agents=derived,
-                    ids={t: _image_id(t) for t in tags})
+    tags = [t for t in (base, scorer, agent_tag, *runtime_derived.values(), *derived.values()) if t]
+    return ImageSet(base=base, scorer=scorer, agent=agent_tag, agents=derived, runtime=runtime,
+                    derived_from=runtime_derived, ids={t: _image_id(t) for t in tags})

@@ -26,6 +26,7 @@ from benchmark.experiment import SIMULATED_PREFIX, RunConfig
 from benchmark.images import ImageSet
 from benchmark.paths import PROJECT_ROOT
 from benchmark.records import SCHEMA_VERSION, TrialKeys
+from benchmark.storage import write_bytes
 
 MANIFEST = "manifest.json"
 
@@ -74,6 +75,10 @@ class Session(BaseModel):
     """The machine."""
     leftovers_removed: int = 0
     """Containers and networks of a dead session removed at the start of this one."""
+    reason: str | None = None
+    """Why the session ended ``failed``: a storage fault (``<file>: No space left on
+    device``) or the number of trials that failed (tracebacks in ``errors.log``); null
+    otherwise."""
 
 
 class Manifest(BaseModel):
@@ -83,6 +88,11 @@ class Manifest(BaseModel):
     """Version of the results layout (see docs/results-schema.md)."""
     run_id: str
     """Id of the run, also the run directory's name."""
+    nonce: str | None = None
+    """12 random hex digits unique to this run directory (:mod:`benchmark.rundir`): in the
+    names and labels of the run's containers and of its host temporary directories, so two
+    runs sharing a run id never touch each other's resources. Null in manifests of older
+    harness versions (a resume draws one)."""
     harness_version: str = __version__
     """Version of the ``marathon-bench`` package."""
     git_commit: str | None
@@ -124,7 +134,18 @@ class Manifest(BaseModel):
     ended_at: datetime | None = None
     """End of the last session, when it ended (UTC)."""
     status: RunStatus = "running"
-    """``complete`` once every trial finished every episode."""
+    """``complete`` once every trial finished every episode; ``running`` also when the
+    driver was killed (``marathon status`` tells a live driver from a dead one by the run's
+    lock)."""
+    reason: str | None = None
+    """Why the last session ended ``failed`` (see :attr:`Session.reason`); null otherwise."""
+    plan_hash: str | None = None
+    """SHA-256 over :attr:`plan_components`: the resolved plan the run started with. A resume
+    recomputes it from the recorded config and refuses to go on when it differs."""
+    plan_components: dict[str, str] = {}
+    """Component of the plan (``config``, ``marathon``, ``episodes``, ``arms``, ``images``,
+    ``trials``, ``limits``, ``model_upstreams``) -> SHA-256 of its canonical JSON, so a refused
+    resume can say what differs."""
     sessions: list[Session]
     """Every driver session, in order."""
 
@@ -162,11 +183,12 @@ def simulated_models(models: list[str]) -> list[str]:
 
 
 def write_manifest(run_dir: Path, manifest: Manifest) -> None:
-    """Write ``manifest.json`` atomically."""
-    path = run_dir / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``manifest.json`` atomically.
+
+    Raises:
+        OSError: naming the file (e.g. the disk is full; the old manifest is kept).
+    """
+    write_bytes(run_dir / MANIFEST, manifest.model_dump_json(indent=2) + "\n")
 
 
 def read_manifest(run_dir: Path) -> Manifest:

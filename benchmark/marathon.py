@@ -21,14 +21,23 @@ Example ``marathon.toml``::
     [[gate]]
     name = "idempotency"
     active_from = "e1"
+
+A marathon whose product needs more than the base images (Python 3.11, git) declares it; the
+scorer and agent images are then derived for it (see :mod:`benchmark.images`)::
+
+    [runtime]
+    node = "22.23.5"          # exact Node.js, the official binary from the npm registry
+    apt = ["sqlite3"]         # Debian bookworm packages
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import MarathonError
 from benchmark.paths import EPISODES_DIR
@@ -37,6 +46,49 @@ from benchmark.tomlfile import field_error, read_toml
 
 #: Tool caches that are not part of a marathon's content (left by running pytest on the host).
 JUNK_DIRS = frozenset({"__pycache__", ".pytest_cache", ".benchmarks"})
+
+
+#: A Debian package name, optionally pinned (``name=version``), as ``apt-get install`` takes it.
+APT_PACKAGE = r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$"
+
+
+class RuntimeSpec(BaseModel):
+    """What a marathon's product needs beyond the base images: ``[runtime]`` of marathon.toml.
+
+    The scorer and agent images of a marathon with a runtime are derived from the plain ones by
+    a content hash of this declaration (:func:`benchmark.images.build_runtime`); two marathons
+    declaring the same runtime share the derived images. A marathon without ``[runtime]`` (or
+    with an empty one) uses the plain images.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    apt: tuple[str, ...] = ()
+    """Debian bookworm packages to install, e.g. ``["sqlite3"]`` or ``["jq=1.6-2.1"]``; no
+    duplicates. Installed with ``apt-get install --no-install-recommends``."""
+
+    node: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")
+    """Exact Node.js version, e.g. ``22.23.5``: the official binary from the npm registry's
+    ``node-linux-<arch>`` package, installed as ``/usr/local/bin/node`` (ahead of Debian's
+    ``/usr/bin/node`` on ``PATH``). Node >= 22.18 runs ``.ts`` files directly (type stripping)."""
+
+    @model_validator(mode="after")
+    def _packages(self) -> "RuntimeSpec":
+        for i, name in enumerate(self.apt):
+            if not re.match(APT_PACKAGE, name):
+                raise ValueError(f"apt[{i}]: {name!r} is not a Debian package name")
+            if name.split("=")[0] in [n.split("=")[0] for n in self.apt[:i]]:
+                raise ValueError(f"apt[{i}]: package {name.split('=')[0]!r} listed twice")
+        return self
+
+    @property
+    def empty(self) -> bool:
+        """True when the declaration asks for nothing (the plain images serve)."""
+        return not self.apt and self.node is None
+
+    def canonical(self) -> str:
+        """The declaration as canonical JSON (packages sorted): what the derived tags hash."""
+        return json.dumps({"apt": sorted(self.apt), "node": self.node}, sort_keys=True)
 
 
 class EpisodeSpec(BaseModel):
@@ -102,6 +154,15 @@ class Marathon(BaseModel):
 
     gate: list[GateSpec] = Field(min_length=1)
     """Gates with their activation episode."""
+
+    runtime: RuntimeSpec | None = None
+    """What the product needs beyond the base images (``[runtime]``); ``None`` when nothing
+    (an empty table loads as ``None`` too)."""
+
+    @field_validator("runtime")
+    @classmethod
+    def _nothing_is_none(cls, runtime: RuntimeSpec | None) -> RuntimeSpec | None:
+        return None if runtime is None or runtime.empty else runtime
 
     @model_validator(mode="after")
     def _consistent(self) -> "Marathon":

@@ -18,7 +18,6 @@ container alone), and from there upstream, by the model's route
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
@@ -30,6 +29,7 @@ from benchmark.agents import Agent, get_agent
 from benchmark.providers import Provider, Route, resolve
 from benchmark.proxy import MeteringProxy, ModelEndpoint, ProxyConfig, Upstream
 from benchmark.records import TrialKeys
+from benchmark.rundir import HOST_TMP, host_tmp_prefix
 from benchmark.sandbox import PROXY_SOCKET, PROXY_URL
 
 #: What :func:`model_upstreams` says of a simulated model.
@@ -38,11 +38,12 @@ SIMULATION = "scripted model server (simulation)"
 USAGE_LOG = "proxy-usage.jsonl"
 
 
-def socket_dir_prefix(run_id: str) -> str:
-    """Name prefix of a run's proxy socket directories in ``/tmp``: ``marathon-<12 hex digits of
-    SHA-256(run id)>-`` (short, so the socket path stays under the 108-byte limit). The driver
-    holds the run's lock, so a directory with this prefix is this run's, or a dead session's."""
-    return f"marathon-{hashlib.sha256(run_id.encode()).hexdigest()[:12]}-"
+def socket_dir_prefix(nonce: str) -> str:
+    """Name prefix of a run's proxy socket directories in ``/tmp``:
+    ``marathon-<run nonce>-proxy-`` (short, so the socket path stays under the 108-byte limit;
+    the nonce is the run directory's, :mod:`benchmark.rundir`, so it never names another
+    run's directory, even one with the same run id)."""
+    return f"{host_tmp_prefix(nonce)}proxy-"
 
 
 def trial_route(keys: TrialKeys, agent: Agent, providers: Mapping[str, Provider],
@@ -109,13 +110,13 @@ class ModelServices:
         self.environ = environ
 
     @classmethod
-    def start(cls, run_id: str, run_dir: Path, marathon: str, trials: list[TrialKeys],
+    def start(cls, nonce: str, run_dir: Path, marathon: str, trials: list[TrialKeys],
               providers: Mapping[str, Provider] | None = None,
               environ: Mapping[str, str] = os.environ) -> "ModelServices":
         """Start the services for the trials of a run that use a model.
 
         Args:
-            run_id: the run's id (names the socket directory).
+            nonce: the run directory's nonce (names the socket directory).
             run_dir: the run directory (the proxy appends its usage log there, :data:`USAGE_LOG`).
             marathon: marathon name or path, for the scripted model's policies.
             trials: the trials to serve (those of agents that use no model are skipped).
@@ -131,10 +132,10 @@ class ModelServices:
         providers = providers or {}
         routes = [trial_route(t, a, providers, environ) for t in trials
                   if (a := get_agent(t.agent)).uses_model]
-        prefix = socket_dir_prefix(run_id)
-        for stale in Path("/tmp").glob(f"{prefix}*"):  # left by a SIGKILLed session of the run
+        prefix = socket_dir_prefix(nonce)
+        for stale in HOST_TMP.glob(f"{prefix}*"):  # left by a SIGKILLed session of the run
             shutil.rmtree(stale, ignore_errors=True)
-        socket_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        socket_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=HOST_TMP))
         socket_dir.chmod(0o755)
         scripted = None
         try:

@@ -21,7 +21,6 @@ rather than duplicates; no finished episode's rows are ever lost.
 
 from __future__ import annotations
 
-import os
 import threading
 import types
 import typing
@@ -33,6 +32,9 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
+
+from benchmark.errors import MarathonError
+from benchmark.storage import atomic_file
 
 #: Version of the table layout; bumped on any incompatible change (see docs/results-schema.md).
 SCHEMA_VERSION = 2
@@ -89,9 +91,9 @@ class TrialRow(TrialKeys):
     rollbacks: int
     """Rollbacks of the workspace to the last all-green commit, over the finished episodes
     (``governed`` arms only; 0 otherwise)."""
-    self_checks: int = 0
+    self_checks: int | None = 0
     """Self-checks used over the finished episodes (see ``episodes.self_checks``)."""
-    self_check_recoveries: int = 0
+    self_check_recoveries: int | None = 0
     """Red self-checks over the finished episodes (see ``episodes.self_check_recoveries``)."""
     final_score: float | None
     """Share of the gates active after the last episode that pass, after its final attempt;
@@ -147,10 +149,10 @@ class EpisodeRow(TrialKeys):
     """Harness overhead in seconds: ``wall_s - agent_s`` (container work, scoring, records)."""
     commit: str | None
     """Workspace commit after the final attempt; null if the agent broke the repository."""
-    self_checks: int = 0
+    self_checks: int | None = 0
     """Self-checks the agent used in the episode (``marathon-check`` scorings counted against
     the arm's ``self_checks`` limit; 0 for arms without self-checks)."""
-    self_check_recoveries: int = 0
+    self_check_recoveries: int | None = 0
     """Red self-checks in the episode: each one the agent was shown failing gates inside an
     attempt and could go on working (in-episode recovery attempts)."""
 
@@ -322,8 +324,9 @@ class UsageCall(_Row):
     unknown (recorded as 0) and ``cost_usd`` is null; proxy only."""
 
 
-class UsageRow(TrialKeys, UsageCall):
-    """One usage figure, with the trial keys and the attempt it belongs to."""
+class _UsageAt(TrialKeys):
+    """The trial keys and the attempt a usage figure belongs to (the first columns of
+    ``usage.parquet``)."""
 
     episode: str
     """Episode id."""
@@ -331,6 +334,13 @@ class UsageRow(TrialKeys, UsageCall):
     """Attempt number in the episode, 1-based."""
     call: int
     """Index of the figure within the attempt, 0-based."""
+
+
+class UsageRow(UsageCall, _UsageAt):
+    """One usage figure, with the trial keys and the attempt it belongs to.
+
+    Columns: the trial keys, ``episode``, ``attempt``, ``call``, then the figure (pydantic
+    orders inherited fields from the last base to the first)."""
 
 
 ROW_MODELS: dict[str, type[_Row]] = {
@@ -375,13 +385,14 @@ def to_table(table: str, rows: list[_Row]) -> pa.Table:
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file so that readers see the old file or the new one, never a torn one
-    (temp file in the same directory, fsync, ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    (:func:`benchmark.storage.atomic_file`: temp file in the same directory, fsync,
+    ``os.replace``).
+
+    Raises:
+        OSError: naming ``path`` (e.g. the disk is full; the old file is kept).
+    """
+    with atomic_file(path) as f:
+        pq.write_table(table, f)
 
 
 class EpisodeRecords(BaseModel):
@@ -419,8 +430,8 @@ class RecordStore:
 
     def _load_parts(self) -> None:
         finished = set()
-        for path in (self.run_dir / "parts" / "episodes").glob("*.parquet"):
-            t = pq.read_table(path)
+        for path in sorted((self.run_dir / "parts" / "episodes").glob("*.parquet")):
+            t = read_part(path, "episodes")
             key = (t.column("trial_id")[0].as_py(), t.column("episode")[0].as_py())
             finished.add(key)
             self._parts["episodes"][key] = t
@@ -430,7 +441,7 @@ class RecordStore:
                 # A finished episode has all its parts: they are written before its episodes part
                 # (runs of harness versions before self-checks have no self_checks parts).
                 self._parts[table][(trial_id, episode)] = (
-                    pq.read_table(path) if path.is_file() or table != "self_checks"
+                    read_part(path, table) if path.is_file() or table != "self_checks"
                     else to_table(table, []))
 
     def finished(self) -> set[tuple[str, str]]:
@@ -506,9 +517,48 @@ class RecordStore:
         return rows
 
 
+def read_part(path: Path, table: str) -> pa.Table:
+    """Read the part of one finished episode in the current schema: columns in its order, and
+    nullable columns added since as nulls (parts written by an older harness).
+
+    Raises:
+        MarathonError: the part is missing or not a readable Parquet file (e.g. truncated);
+            the message names it and says how to re-run its episode.
+    """
+    try:
+        data = pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise MarathonError(
+            f"{path}: unreadable part of a finished episode ({_first_line(e)}); delete it "
+            "(and the same episode's parts in the other parts/ directories) to re-run that "
+            "episode on resume") from None
+    schema = arrow_schema(table)
+    if data.column_names != schema.names and set(data.column_names) <= set(schema.names):
+        missing = [f for f in schema if f.name not in data.column_names]
+        if all(f.nullable for f in missing):  # columns added since: null in older parts
+            for f in missing:
+                data = data.append_column(f, pa.nulls(len(data), f.type))
+            data = data.select(schema.names).cast(schema)
+    return data
+
+
 def read_table(run_dir: Path, table: str) -> pa.Table:
-    """Read one consolidated table of a run directory (an empty table if none was written)."""
+    """Read one consolidated table of a run directory (an empty table if none was written).
+
+    Raises:
+        MarathonError: the file is not a readable Parquet file (e.g. truncated); the message
+            names it (``marathon run --resume`` rebuilds it from the parts).
+    """
     path = run_dir / f"{table}.parquet"
     if not path.is_file():
         return to_table(table, [])
-    return pq.read_table(path)
+    try:
+        return pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise MarathonError(f"{path}: unreadable Parquet table ({_first_line(e)}); "
+                            f"`marathon run --resume {run_dir}` rebuilds it from the parts") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else error.__class__.__name__

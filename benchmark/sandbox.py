@@ -14,19 +14,30 @@ socket sits alone in a per-trial host directory bind-mounted read-only at :data:
 and PID 1
 keeps a forwarder running (``socat`` from ``127.0.0.1:``:data:`FORWARD_PORT` to that socket,
 restarted whenever it dies, e.g. when the uid-1000 processes are killed after an attempt), so the
-CLIs use ``http://127.0.0.1:<FORWARD_PORT>`` (:data:`PROXY_URL`). Containers carry the labels
-:data:`~benchmark.docker_env.LABEL` (run id) and :data:`TRIAL_LABEL` (trial id), so the leftovers
-of a dead run are found and removed by :func:`remove_run_resources`.
+CLIs use ``http://127.0.0.1:<FORWARD_PORT>`` (:data:`PROXY_URL`). Containers are named
+``marathon-<run id>-<nonce>-<trial id>`` and carry the labels :data:`~benchmark.docker_env.LABEL`
+(run id), :data:`~benchmark.rundir.NONCE_LABEL` (the run directory's nonce) and
+:data:`TRIAL_LABEL` (trial id), so the leftovers of a dead run, and only that run's, are found
+and removed by :func:`remove_run_resources`.
 
 Operations: :meth:`Sandbox.exec` with a time limit (every uid-1000 process is killed when it runs
-over), :meth:`Sandbox.commit` (``git add -A; git commit --allow-empty``), :meth:`Sandbox.archive`
-(a tar of ``/workspace`` with ``.git``, which :meth:`Sandbox.restore` puts back),
-:func:`extract_snapshot` (that tar to a host directory without ``.git``, for the scorer) and
-:meth:`Sandbox.diff`.
+over; output bounded in memory and on disk), :meth:`Sandbox.commit` (``git add -A; git commit
+--allow-empty``), :meth:`Sandbox.archive` (a tar of ``/workspace`` with ``.git``, streamed to a
+host file within :class:`SandboxLimits`' archive limits, which :meth:`Sandbox.restore` puts
+back), :func:`extract_snapshot` (that tar to a host directory without ``.git``, for the scorer,
+streamed) and :meth:`Sandbox.diff` (to a file).
+
+What a hostile workspace can cost the host is bounded: archives never pass through memory and
+stop at the first entry over :attr:`SandboxLimits.archive_max_bytes` (apparent sizes, so a
+sparse file counts its full length) or :attr:`SandboxLimits.archive_max_files`
+(:class:`ArchiveOverLimit`); a command's output is kept to its last 64 KiB in memory and to
+:attr:`SandboxLimits.output_max_bytes` in a file.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import io
 import shlex
 import tarfile
@@ -40,6 +51,8 @@ from pydantic import BaseModel, Field
 
 from benchmark.docker_env import LABEL, client
 from benchmark.errors import MarathonError
+from benchmark.rundir import NONCE_LABEL
+from benchmark.storage import CHUNK_BYTES, atomic_file, naming, storage_fault
 
 #: Label holding the trial id on a trial's container.
 TRIAL_LABEL = "org.marathon.trial"
@@ -90,6 +103,14 @@ _REAPER = (
 )
 
 
+#: Bytes of a command's output kept in memory when it goes to no file (the last ones).
+_TAIL_BYTES = 65536
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 else f"{n / 2**30:.1f} GiB"
+
+
 class SandboxLimits(BaseModel):
     """Resource limits of a trial container."""
 
@@ -99,6 +120,18 @@ class SandboxLimits(BaseModel):
     """CPU quota in units of 1e-9 CPUs (default 2 CPUs)."""
     pids_limit: int = Field(default=512, gt=0)
     """Maximum number of processes in the container."""
+    archive_max_bytes: int = Field(default=256 * 2**20, gt=0)
+    """Largest workspace archived after an attempt, in bytes: the sum of the *apparent* sizes of
+    the archive's entries (``.git`` included; a sparse file counts its full length), checked
+    on each entry's header as the archive streams in, before its data is read. A workspace
+    over it is not scored: its checks are recorded ``failed`` with the reason (it counts
+    against the attempt, like any workspace the product cannot be checked in)."""
+    archive_max_files: int = Field(default=50_000, gt=0)
+    """Most entries (files, directories, links; ``.git`` included) in an archived workspace;
+    over it, as over :attr:`archive_max_bytes`."""
+    output_max_bytes: int = Field(default=128 * 2**20, gt=0)
+    """Most bytes of a command's output written to a file (an agent's transcript, a
+    ``workspace.diff``); the rest is read and dropped, and a last line says so."""
 
 
 class ExecResult(BaseModel):
@@ -113,34 +146,58 @@ class ExecResult(BaseModel):
     output: str
     """Combined stdout and stderr, decoded as UTF-8 (replacement characters for bad bytes);
     at most the last 64 KiB when ``output_file`` was not given, else empty."""
+    output_bytes: int = 0
+    """Bytes of output the command produced (all of them, also those not kept)."""
 
 
-def remove_run_resources(run_id: str, *, networks: bool = True) -> tuple[int, int]:
-    """Remove every container (and, with ``networks``, every network) labelled with ``run_id``:
-    the leftovers of a dead run, or the containers of an interrupted one. (Runs no longer create
-    networks; ones labelled by older harness versions are still removed.)
+def container_name(run_id: str, nonce: str | None, trial_id: str) -> str:
+    """Name of a trial's container: ``marathon-<run id>-<nonce>-<trial id>`` (without the
+    nonce for callers that give none, e.g. tests)."""
+    return "-".join(["marathon", run_id, *([nonce] if nonce else []), trial_id])
+
+
+def run_labels(run_id: str, nonce: str | None) -> dict[str, str]:
+    """Docker labels of every container of the run: :data:`~benchmark.docker_env.LABEL` (run
+    id) and :data:`~benchmark.rundir.NONCE_LABEL` (the run directory's nonce, when given)."""
+    return {LABEL: run_id, **({NONCE_LABEL: nonce} if nonce else {})}
+
+
+def remove_run_resources(run_id: str, nonce: str | None = None, *,
+                         networks: bool = True) -> tuple[int, int]:
+    """Remove every container (and, with ``networks``, every network) of a run: labelled with
+    ``run_id`` and, when ``nonce`` is given, with that nonce, so another run directory that
+    shares the run id keeps its containers. The leftovers of a dead session, or the containers
+    of an interrupted one. (Runs no longer create networks; ones labelled by older harness
+    versions are still removed.) Resources that vanish meanwhile (removed by another thread)
+    are skipped.
 
     Returns:
         (containers removed, networks removed).
     """
-    c = client()
-    label = f"{LABEL}={run_id}"
-    containers = c.containers.list(all=True, filters={"label": label})
-    for container in containers:
+    api = client().api
+    filters = {"label": [f"{k}={v}" for k, v in run_labels(run_id, nonce).items()]}
+
+    def ids() -> list[str]:
+        # The low-level listing: the high-level one inspects each container and fails when one
+        # vanishes between listing and inspection.
+        return [c["Id"] for c in api.containers(all=True, filters=filters)]
+
+    containers = ids()
+    for cid in containers:
         try:
-            container.remove(force=True)
+            api.remove_container(cid, force=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as e:
             if e.status_code != 409:  # 409: another thread is removing it already
                 raise
     deadline = time.monotonic() + 60
-    while c.containers.list(all=True, filters={"label": label}) and time.monotonic() < deadline:
+    while ids() and time.monotonic() < deadline:
         time.sleep(0.2)  # removals by another thread are still in progress
-    found = c.networks.list(filters={"label": label}) if networks else []
-    for network in found:
+    found = [n["Id"] for n in api.networks(filters=filters)] if networks else []
+    for nid in found:
         try:
-            network.remove()
+            api.remove_network(nid)
         except docker.errors.NotFound:
             pass
     return len(containers), len(found)
@@ -185,8 +242,66 @@ def tar_files(files: dict[str, bytes], *, uid: int = AGENT_UID) -> bytes:
     return buf.getvalue()
 
 
-def extract_snapshot(archive: bytes, dest: Path) -> Path:
-    """Extract a workspace archive (from :meth:`Sandbox.archive`) into ``dest`` without ``.git``.
+class ArchiveOverLimit(Exception):
+    """A workspace is over :attr:`SandboxLimits.archive_max_bytes` or
+    :attr:`SandboxLimits.archive_max_files`; the message says which, by how much (one line)."""
+
+
+class ArchiveInfo(BaseModel):
+    """What :meth:`Sandbox.archive` wrote."""
+
+    path: Path
+    """The tar file on the host."""
+    sha256: str
+    """SHA-256 (hex) of the tar file."""
+    bytes: int
+    """Size of the tar file in bytes."""
+    entries: int
+    """Entries (files, directories, links) in it."""
+    apparent_bytes: int
+    """Sum of the entries' apparent sizes in bytes."""
+
+
+class _TeeReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks that copies every byte it serves to
+    ``out`` and into a SHA-256 (so ``tarfile`` can parse the archive as it is written)."""
+
+    def __init__(self, chunks, out: BinaryIO):
+        self._chunks, self._out = iter(chunks), out
+        self._buf, self._pos = memoryview(b""), 0
+        self.hash = hashlib.sha256()
+        self.count = 0
+        """Bytes read from the chunks so far."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self._pos >= len(self._buf):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._out.write(chunk)
+            self.hash.update(chunk)
+            self.count += len(chunk)
+            self._buf, self._pos = memoryview(chunk), 0
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def drain(self) -> None:
+        """Copy the rest of the stream (the archive's end blocks) to ``out``."""
+        self._pos = len(self._buf)
+        for chunk in self._chunks:
+            self._out.write(chunk)
+            self.hash.update(chunk)
+            self.count += len(chunk)
+
+
+def extract_snapshot(archive: Path | bytes, dest: Path) -> Path:
+    """Extract a workspace archive (a tar file from :meth:`Sandbox.archive`, or its bytes) into
+    ``dest`` without ``.git``, streaming from the file.
 
     Members that would land outside ``dest`` (absolute paths, ``..``, links pointing out) and
     special files are skipped, so a hostile workspace cannot write elsewhere on the host.
@@ -195,8 +310,9 @@ def extract_snapshot(archive: bytes, dest: Path) -> Path:
         ``dest``, holding the workspace's files.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        for member in tar.getmembers():
+    source = io.BytesIO(archive) if isinstance(archive, bytes) else open(archive, "rb")
+    with naming(dest), source, tarfile.open(fileobj=source, mode="r|") as tar:
+        for member in tar:
             parts = PurePosixPath(member.name).parts
             if len(parts) < 2 or parts[1] == ".git":
                 continue
@@ -210,7 +326,10 @@ def extract_snapshot(archive: bytes, dest: Path) -> Path:
                 safe = tarfile.data_filter(member, str(dest))
             except tarfile.FilterError:
                 continue
-            tar.extract(safe, str(dest), filter="fully_trusted", set_attrs=True)
+            try:
+                tar.extract(safe, str(dest), filter="fully_trusted", set_attrs=True)
+            except tarfile.TarError:
+                continue  # e.g. a hard link to a member that was skipped
     return dest
 
 
@@ -221,21 +340,26 @@ class Sandbox:
     come from a signal handler's clean-up thread.
     """
 
-    def __init__(self, container, *, run_id: str, trial_id: str):
+    def __init__(self, container, *, run_id: str, trial_id: str,
+                 limits: SandboxLimits | None = None):
         self.container = container
         """The Docker SDK container object."""
         self.run_id = run_id
         """Id of the run the trial belongs to."""
         self.trial_id = trial_id
         """Id of the trial."""
+        self.limits = limits or SandboxLimits()
+        """The container's limits, and those of archives and outputs taken from it."""
 
     @classmethod
-    def create(cls, *, run_id: str, trial_id: str, image: str, proxy_dir: Path | None = None,
-               limits: SandboxLimits | None = None) -> "Sandbox":
+    def create(cls, *, run_id: str, trial_id: str, image: str, nonce: str | None = None,
+               proxy_dir: Path | None = None, limits: SandboxLimits | None = None) -> "Sandbox":
         """Start a trial container from ``image`` with an empty ``/workspace`` and no network
         (only loopback).
 
         Args:
+            nonce: the run directory's nonce (:mod:`benchmark.rundir`), in the container's name
+                and labels, so runs sharing a run id never collide.
             proxy_dir: for model agents, the host directory holding only the trial's own socket
                 of the metering proxy (:data:`PROXY_SOCKET`): it is bind-mounted read-only at
                 :data:`PROXY_DIR` and PID 1 runs the forwarder, so the container reaches the proxy
@@ -247,7 +371,7 @@ class Sandbox:
                 does not listen within 10 s.
         """
         limits = limits or SandboxLimits()
-        name = f"marathon-{run_id}-{trial_id}"
+        name = container_name(run_id, nonce, trial_id)
         c = client()
         mounts = {}
         if proxy_dir is not None:
@@ -261,11 +385,11 @@ class Sandbox:
                 mem_limit=limits.mem_limit, memswap_limit=limits.mem_limit,
                 nano_cpus=limits.nano_cpus, pids_limit=limits.pids_limit,
                 cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                labels={LABEL: run_id, TRIAL_LABEL: trial_id},
+                labels={**run_labels(run_id, nonce), TRIAL_LABEL: trial_id},
             )
         except docker.errors.APIError as e:
             raise MarathonError(f"cannot start the container of trial {trial_id}: {e.explanation or e}") from None
-        sandbox = cls(container, run_id=run_id, trial_id=trial_id)
+        sandbox = cls(container, run_id=run_id, trial_id=trial_id, limits=limits)
         if proxy_dir is not None:
             try:
                 sandbox.wait_for_forwarder()
@@ -313,17 +437,22 @@ class Sandbox:
             timeout_s: time limit in seconds.
             workdir: working directory in the container.
             environment: extra environment variables.
-            output_file: binary file receiving stdout and stderr as they come; when ``None`` the
-                output is returned in :attr:`ExecResult.output` (last 64 KiB).
+            output_file: binary file receiving stdout and stderr as they come, at most
+                :attr:`SandboxLimits.output_max_bytes` (then a last line says the rest was
+                dropped); when ``None`` the output is returned in :attr:`ExecResult.output`
+                (last 64 KiB; memory stays bounded whatever the command prints).
 
         Raises:
             docker.errors.APIError: the container is gone (e.g. removed on interrupt).
+            OSError: writing ``output_file`` failed (e.g. the disk is full).
         """
         api = client().api
         exec_id = api.exec_create(self.container.id, cmd, user=AGENT_USER, workdir=workdir,
                                   environment={"HOME": AGENT_HOME, **(environment or {})},
                                   stdout=True, stderr=True)["Id"]
-        chunks: list[bytes] = []
+        tail: collections.deque[bytes] = collections.deque()
+        kept = [0, 0]  # bytes in tail, bytes produced
+        cap = self.limits.output_max_bytes
         failure: list[BaseException] = []
         start = time.monotonic()
         stream = api.exec_start(exec_id, stream=True, demux=False)
@@ -331,12 +460,21 @@ class Sandbox:
         def pump() -> None:
             try:
                 for chunk in stream:
+                    seen = kept[1]
+                    kept[1] += len(chunk)
                     if output_file is not None:
-                        output_file.write(chunk)
-                        output_file.flush()
-                    else:
-                        chunks.append(chunk)
-            except Exception as e:  # the connection dropped: the container was removed
+                        if seen <= cap:  # the chunk that crosses the cap writes the note
+                            output_file.write(chunk[:cap - seen])
+                            if kept[1] > cap:
+                                output_file.write(f"\n[marathon: output over {cap} bytes; the rest "
+                                                  "was dropped]\n".encode())
+                            output_file.flush()
+                        continue
+                    tail.append(chunk)
+                    kept[0] += len(chunk)
+                    while kept[0] - len(tail[0]) >= _TAIL_BYTES:
+                        kept[0] -= len(tail.popleft())
+            except Exception as e:  # the connection dropped (container removed), or a write failed
                 failure.append(e)
 
         reader = threading.Thread(target=pump, daemon=True, name=f"exec-{self.trial_id}")
@@ -347,12 +485,13 @@ class Sandbox:
             self.kill_agent_processes()
             reader.join(30)
         duration = time.monotonic() - start
-        if failure and not timed_out:
+        if failure and (not timed_out or storage_fault(failure[0])):
             raise failure[0]
         info = api.exec_inspect(exec_id)
         exit_code = None if timed_out or info.get("Running") else info.get("ExitCode")
-        text = b"".join(chunks)[-65536:].decode("utf-8", errors="replace")
-        return ExecResult(exit_code=exit_code, timed_out=timed_out, duration_s=duration, output=text)
+        text = b"".join(tail)[-_TAIL_BYTES:].decode("utf-8", errors="replace")
+        return ExecResult(exit_code=exit_code, timed_out=timed_out, duration_s=duration, output=text,
+                          output_bytes=kept[1])
 
     def run(self, script: str, *, timeout_s: float = 120.0) -> str:
         """Run a shell script as uid 1000 in ``/workspace`` (harness housekeeping) and return
@@ -380,8 +519,9 @@ class Sandbox:
 
     # -- files --------------------------------------------------------------------------------
 
-    def put_tar(self, archive: bytes, dest: str = "/") -> None:
-        """Extract a tar into the container at ``dest`` (ownership from the tar headers).
+    def put_tar(self, archive: bytes | BinaryIO, dest: str = "/") -> None:
+        """Extract a tar (bytes, or a binary file streamed) into the container at ``dest``
+        (ownership from the tar headers).
 
         Raises:
             MarathonError: Docker refuses the archive.
@@ -470,12 +610,26 @@ class Sandbox:
         commit = res.output.strip().splitlines()[-1:] if res.exit_code == 0 else []
         return commit[0] if commit and len(commit[0]) == 40 else None
 
-    def diff(self, base: str | None, head: str | None) -> str:
-        """``git diff --binary base head`` of the workspace (empty if either commit is unknown)."""
-        if not base or not head:
-            return ""
-        res = self.exec(["git", "diff", "--binary", base, head], timeout_s=120)
-        return res.output if res.exit_code == 0 else ""
+    def diff(self, base: str | None, head: str | None, dest: Path) -> int:
+        """Write ``git diff --binary base head`` of the workspace to ``dest`` (atomically, at
+        most :attr:`SandboxLimits.output_max_bytes`); empty when either commit is unknown or
+        git fails.
+
+        Returns:
+            Bytes of diff git produced (more than ``dest`` holds when it was cut).
+
+        Raises:
+            OSError: writing ``dest`` failed.
+        """
+        with atomic_file(dest) as f:
+            if not base or not head:
+                return 0
+            res = self.exec(["git", "diff", "--binary", base, head], timeout_s=120, output_file=f)
+            if res.exit_code != 0:
+                f.seek(0)
+                f.truncate()
+                return 0
+            return res.output_bytes
 
     def reset_to(self, commit: str) -> None:
         """Roll the workspace back to ``commit``: ``git reset --hard`` then ``git clean -fdx``
@@ -487,23 +641,66 @@ class Sandbox:
         """
         self.run(f"git reset -q --hard {shlex.quote(commit)} && git clean -q -fdx")
 
-    def archive(self) -> bytes:
-        """A tar of ``/workspace`` (``.git`` included) as the container holds it now.
+    def archive(self, dest: Path, path: str = WORKSPACE) -> ArchiveInfo:
+        """Stream a tar of ``path`` in the container (default ``/workspace``, ``.git``
+        included) to the host file ``dest``, never holding it in memory, within
+        :attr:`SandboxLimits.archive_max_bytes` and :attr:`SandboxLimits.archive_max_files`:
+        each entry's header is checked as it arrives, before its data is read, and the
+        transfer is abandoned at the first entry over a limit.
 
         Raises:
+            ArchiveOverLimit: the workspace is over a limit (``dest`` is removed).
             MarathonError: the workspace cannot be read.
+            OSError: writing ``dest`` failed.
         """
+        api = client().api
+        limits = self.limits
         try:
-            stream, _ = self.container.get_archive(WORKSPACE)
-            return b"".join(stream)
+            # docker's APIClient.get_archive, keeping the response so that an abandoned
+            # transfer is closed at once (the engine stops sending).
+            res = api._get(api._url("/containers/{0}/archive", self.container.id),
+                           params={"path": path}, stream=True, headers={"Accept-Encoding": "identity"})
+            api._raise_for_status(res)
         except docker.errors.APIError as e:
-            raise MarathonError(f"trial {self.trial_id}: reading the workspace failed: {e.explanation or e}") from None
+            raise MarathonError(f"trial {self.trial_id}: reading {path} failed: {e.explanation or e}") from None
+        entries = apparent = 0
+        try:
+            with naming(dest), open(dest, "wb") as out:
+                tee = _TeeReader(res.iter_content(CHUNK_BYTES, False), out)
+                with tarfile.open(fileobj=tee, mode="r|") as tar:
+                    for member in tar:
+                        entries += 1
+                        apparent += member.size
+                        if entries > limits.archive_max_files:
+                            raise ArchiveOverLimit(
+                                f"workspace over the archive limit of {limits.archive_max_files} "
+                                "entries (SandboxLimits.archive_max_files)")
+                        if apparent > limits.archive_max_bytes:
+                            raise ArchiveOverLimit(
+                                f"workspace over the archive limit of "
+                                f"{_mib(limits.archive_max_bytes)} (SandboxLimits."
+                                f"archive_max_bytes): at least {_mib(apparent)} (apparent "
+                                f"sizes), {member.name} {_mib(member.size)}")
+                tee.drain()
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        finally:
+            res.close()
+        return ArchiveInfo(path=dest, sha256=tee.hash.hexdigest(), bytes=tee.count,
+                           entries=entries, apparent_bytes=apparent)
 
-    def restore(self, archive: bytes) -> None:
-        """Replace ``/workspace`` with an archive made by :meth:`archive` (files, history and
-        ownership as they were)."""
+    def restore(self, archive: Path) -> None:
+        """Replace ``/workspace`` with an archive made by :meth:`archive` (a tar file on the
+        host, streamed): files, history and ownership as they were. An archive of
+        ``/workspace/.git`` alone (``*.git.tar``, kept when the workspace was over the archive
+        limits) restores the history and checks out its ``HEAD``."""
         self.run(f"find {WORKSPACE} -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +")
-        self.put_tar(archive, "/")
+        history_only = archive.name.endswith(".git.tar")
+        with open(archive, "rb") as f:
+            self.put_tar(f, WORKSPACE if history_only else "/")
+        if history_only:
+            self.run("git reset -q --hard HEAD")
 
     def remove(self) -> None:
         """Kill and remove the container (idempotent)."""

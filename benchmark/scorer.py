@@ -35,7 +35,7 @@ import threading
 import xml.etree.ElementTree as ET
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from pydantic import BaseModel, Field
 
@@ -167,13 +167,14 @@ def list_checks(marathon: Marathon, gates: list[GateSpec]) -> list[CheckSpec]:
     return out
 
 
-def _snapshot_tar(src: Path) -> bytes:
-    """A tar of ``src`` as :data:`SNAPSHOT_DIR` (without ``.git`` and ``__pycache__``, owned by
-    root, world-readable), ending with the empty file :data:`READY_PATH`.
+def _snapshot_tar(src: Path, buf: BinaryIO) -> None:
+    """Write to ``buf`` a tar of ``src`` as :data:`SNAPSHOT_DIR` (without ``.git`` and
+    ``__pycache__``, owned by root, world-readable), ending with the empty file
+    :data:`READY_PATH`. (The caller gives a temp file, so a large snapshot never sits in the
+    driver's memory.)
 
     Docker extracts the members in order, so READY_PATH exists only once the whole snapshot does.
     """
-    buf = io.BytesIO()
 
     def scrub(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         parts = Path(info.name).parts
@@ -187,7 +188,6 @@ def _snapshot_tar(src: Path) -> bytes:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(str(src), arcname=SNAPSHOT_DIR.lstrip("/"), filter=scrub)
         tar.addfile(tarfile.TarInfo(READY_PATH.lstrip("/")), io.BytesIO(b""))
-    return buf.getvalue()
 
 
 #: A JUnit report larger than this (bytes) is not read: its checks count as unreported.
@@ -264,7 +264,7 @@ def parse_junit(reports: list[bytes], checks: list[CheckSpec],
 
 def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *,
           image: str, limits: ScorerLimits | None = None,
-          labels: dict[str, str] | None = None) -> list[CheckResult]:
+          labels: dict[str, str] | None = None, tmp_dir: Path | None = None) -> list[CheckResult]:
     """Score a snapshot against every gate active after ``through_episode``.
 
     Args:
@@ -276,6 +276,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
         limits: container limits and timeouts; defaults to :class:`ScorerLimits()`.
         labels: extra Docker labels for the scoring container (the driver passes the run id
             under :data:`~benchmark.docker_env.LABEL` so a dead run's leftovers are found).
+        tmp_dir: host directory for the scoring's private temporary directory (the driver
+            gives its run's, so a killed run's leftovers are found); default: the system's.
 
     Returns:
         One :class:`CheckResult` per declared check, in gate then source order.
@@ -300,7 +302,8 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
     # The reports come back through a bind-mounted host directory (reading them with
     # get_archive cost ~0.1 s); it is world-writable for the container's uid, inside a private
     # (0700) directory no other host user can enter.
-    with tempfile.TemporaryDirectory(prefix="marathon-score-", ignore_cleanup_errors=True) as private:
+    with tempfile.TemporaryDirectory(prefix="marathon-score-", dir=tmp_dir,
+                                     ignore_cleanup_errors=True) as private:
         report_dir = Path(private) / "report"
         report_dir.mkdir()
         report_dir.chmod(0o777)
@@ -317,7 +320,10 @@ def score(snapshot: Path, marathon: Marathon, through_episode: str, seed: int, *
             # pytest starts (imports, collection) while the snapshot is copied in; the checks
             # wait for READY_PATH, the last member of the archive.
             container.start()
-            container.put_archive("/", _snapshot_tar(snapshot))
+            with tempfile.TemporaryFile(dir=private) as tar:
+                _snapshot_tar(snapshot, tar)
+                tar.seek(0)
+                container.put_archive("/", tar)
             try:
                 container.wait(timeout=limits.total_timeout_s)
                 crashed = None

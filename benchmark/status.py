@@ -8,17 +8,22 @@ from rich.table import Table
 
 from benchmark.manifest import read_manifest
 from benchmark.records import TrialRow, read_table
+from benchmark.rundir import live_status, resume_hint
 
 
 def status_table(run_dir: Path) -> tuple[Table, str]:
-    """The trials of a run as a rich table, and a one-line summary.
+    """The trials of a run as a rich table, and a summary: one line with the run's live
+    status (:func:`benchmark.rundir.live_status`: ``running``, ``dead``, ``complete``,
+    ``interrupted``, ``failed`` with its reason), and a second line saying how to resume it
+    when it is resumable.
 
     Each row (one per trial; arm, agent, model, effort and replicate identify it): episodes
     done/planned, attempts, recovery attempts, last episode score, final score,
     status.
 
     Raises:
-        MarathonError: ``run_dir`` is not a run directory.
+        MarathonError: ``run_dir`` is not a run directory, or its manifest or
+            ``trials.parquet`` is unreadable (the message names the file).
     """
     manifest = read_manifest(run_dir)
     rows = [TrialRow(**r) for r in read_table(run_dir, "trials").to_pylist()]
@@ -41,6 +46,10 @@ def status_table(run_dir: Path) -> tuple[Table, str]:
                       str(r.recovery_attempts if r else 0), last, final,
                       "complete" if done == n_episodes else "incomplete")
     simulated = " (simulated models)" if manifest.simulated else ""
-    summary = (f"{manifest.run_id}: {manifest.status}{simulated}; {complete}/{len(manifest.trials)} "
+    state = live_status(run_dir, manifest.status)
+    why = {"dead": " (no driver holds the run's lock: it was killed)",
+           "failed": f" ({manifest.reason})" if manifest.reason else ""}.get(state, "")
+    summary = (f"{manifest.run_id}: {state}{why}{simulated}; {complete}/{len(manifest.trials)} "
                f"trials complete; {len(manifest.sessions)} session(s)")
-    return table, summary
+    hint = resume_hint(run_dir, state)
+    return table, summary + (f"\n{hint}" if hint else "")

@@ -122,6 +122,23 @@ class MeteredAgent(Agent):
                              usage=usage)
 
 
+@register
+class SparseAgent(Agent):
+    """Leaves a sparse file of 2 GiB apparent size (no disk used in the container) in
+    ``/workspace``: a workspace over the archive limits. The file is git-ignored, so the
+    harness's commit does not spend minutes hashing 2 GiB of zeros (the archive holds ignored
+    files too)."""
+
+    name = "test-sparse"
+
+    def run(self, sandbox: Sandbox, prompt: str, ctx: AttemptContext) -> AttemptResult:
+        res = sandbox.exec(["sh", "-c", "echo big.bin >> .gitignore && truncate -s 2G big.bin"],
+                           timeout_s=60)
+        ctx.transcript.write_text(f"truncate exit {res.exit_code}\n")
+        return AttemptResult(outcome=AttemptOutcome.ok, duration_s=res.duration_s,
+                             transcript=ctx.transcript, exit_code=res.exit_code)
+
+
 # -- a minimal Chat Completions agent (a real one, in the container) ------------------------------
 
 # The agent's loop, run in the container: streamed Chat Completions requests with

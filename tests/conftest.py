@@ -34,6 +34,15 @@ def images():
     return build_images(agent=True, log=lambda line: None)
 
 
+def unique_run_id(name: str) -> str:
+    """A run id no other test on this Docker engine uses. Run ids are the user's choice, and
+    other checkouts' tests share the engine (with harness versions that clean up by run id
+    alone), so tests that make containers use unique ones."""
+    import secrets
+
+    return f"{name}-{secrets.token_hex(3)}"
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``marathon ARGS`` in a subprocess from the project root."""
     return subprocess.run(

@@ -92,7 +92,8 @@ class Trial:
     def score(self, episode: str) -> list[CheckResult]:
         self.sandbox.commit(f"marathon: {episode}")
         with tempfile.TemporaryDirectory() as tmp:
-            snap = extract_snapshot(self.sandbox.archive(), Path(tmp) / "snap")
+            archive = self.sandbox.archive(Path(tmp) / "workspace.tar")
+            snap = extract_snapshot(archive.path, Path(tmp) / "snap")
             return score(snap, LEDGER, episode, 7, image=self.images.scorer)
 
     def remove(self) -> None:

@@ -222,12 +222,13 @@ def test_a_sigkilled_run_with_a_model_agent_resumes(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert list(Path("/tmp").glob(f"{socket_dir_prefix(run_id)}*"))  # the dead session's socket
+    nonce = read_manifest(run_dir).nonce
+    assert list(Path("/tmp").glob(f"{socket_dir_prefix(nonce)}*"))  # the dead session's socket
 
     resumed = run_cli("run", "--resume", str(run_dir), "--no-progress", timeout=400)
     assert resumed.returncode == 0, resumed.stderr
     assert not client().containers.list(all=True, filters={"label": f"{LABEL}={run_id}"})
-    assert not list(Path("/tmp").glob(f"{socket_dir_prefix(run_id)}*"))
+    assert not list(Path("/tmp").glob(f"marathon-{nonce}-*"))  # socket, archives, scorer reports
     t = tables(run_dir)
     (trial,) = t["trials"].itertuples()
     assert (trial.status, trial.episodes_done, trial.final_score) == ("complete", 2, 1.0)

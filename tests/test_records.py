@@ -132,3 +132,59 @@ def test_every_column_is_documented_with_the_schema_version():
             cells = [c.strip() for c in row.split("|")[1:-1]]
             assert cells[1] == str(field.type), f"{table}.{field.name}: documented type {cells[1]}"
             assert cells[2] == ("yes" if field.nullable else "no"), f"{table}.{field.name}: nullable"
+
+
+DOC = Path(__file__).parents[1] / "docs" / "results-schema.md"
+
+
+def _doc_rows(section: str) -> list[list[str]]:
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines()
+            if line.startswith("| `")]
+
+
+def documented_schema(table: str) -> list[tuple[str, str, bool]]:
+    """``(column, Arrow type, nullable)`` of ``table`` as docs/results-schema.md documents it, in
+    order: the trial keys (section "Keys"), then the table's own section."""
+    doc = DOC.read_text()
+    keys = doc[doc.index("## Keys"):doc.index("## Tables")]
+    start = doc.index(f"### `{table}.parquet`")
+    section = doc[start:doc.find("\n#", start + 1)]
+    cols = [(r[0].strip("`"), r[1], False) for r in _doc_rows(keys)]
+    cols += [(r[0].strip("`"), r[1], r[2] == "yes") for r in _doc_rows(section)]
+    return cols
+
+
+def assert_files_match_doc(run_dir: Path) -> None:
+    """Every consolidated table of ``run_dir`` has exactly the documented columns, in the
+    documented order (trial keys first), with the documented types and nullability."""
+    for table in TABLES:
+        schema = pq.read_schema(run_dir / f"{table}.parquet")
+        got = [(f.name, str(f.type), f.nullable) for f in schema]
+        assert got == documented_schema(table), f"{table}.parquet differs from docs/results-schema.md"
+
+
+def test_written_tables_match_the_schema_doc(tmp_path: Path):
+    k = keys()
+    store = RecordStore(tmp_path)
+    store.write_episode(episode(k, "e1", 1, attempts=2, usage=True), [(k, 1)])
+    assert_files_match_doc(tmp_path)
+    usage = pq.read_schema(tmp_path / "usage.parquet").names
+    assert usage[:len(TrialKeys.model_fields)] == list(TrialKeys.model_fields)  # keys first
+
+
+def test_parts_of_an_older_column_order_still_consolidate(tmp_path: Path):
+    """A usage part written with the figure columns before the keys and without a column added
+    since (an older harness) is read in today's schema."""
+    k = keys()
+    store = RecordStore(tmp_path)
+    store.write_episode(episode(k, "e1", 1, usage=True), [(k, 1)])
+    part = tmp_path / "parts" / "usage" / f"{k.trial_id}.e1.parquet"
+    old = pq.read_table(part)
+    names = old.column_names
+    front = len(TrialKeys.model_fields) + 3
+    older = old.select(names[front:] + names[:front]).drop_columns(["usage_missing"])  # added later
+    pq.write_table(older, part)
+    RecordStore(tmp_path).consolidate([(k, 1)])
+    assert_files_match_doc(tmp_path)
+    usage = pq.read_table(tmp_path / "usage.parquet")
+    assert usage.column("usage_missing").null_count == 1 and usage.column("input_tokens")[0].as_py() == 10

@@ -74,8 +74,9 @@ def test_commit_archive_restore_round_trip(sandbox, tmp_path: Path):
     sandbox.run("echo ignored > build.log && echo 'build.log' > .gitignore")
     commit = sandbox.commit("marathon: e1 attempt 1")
     assert commit and commit != base
-    assert "+alpha" in sandbox.diff(base, commit)
-    archive = sandbox.archive()
+    assert sandbox.diff(base, commit, tmp_path / "workspace.diff") > 0
+    assert "+alpha" in (tmp_path / "workspace.diff").read_text()
+    archive = sandbox.archive(tmp_path / "workspace.tar").path
     snap = extract_snapshot(archive, tmp_path / "snap")
     assert (snap / "notes" / "a.txt").read_text() == "alpha\n"
     assert (snap / "build.log").is_file()          # ignored files are scored too
@@ -164,3 +165,130 @@ def test_oracle_replaces_every_file_but_keeps_the_history(sandbox, tiny, tmp_pat
     assert sandbox.run("ls -A").split() == [".git", "README.md", "tiny"]
     assert sandbox.run("cat tiny/__main__.py") == (tiny / "reference" / "e2" / "tiny" / "__main__.py").read_text()
     assert sandbox.head() == before  # history untouched; the harness commits after the attempt
+
+
+_STREAMED = """
+import json, secrets, sys
+from pathlib import Path
+from benchmark.images import build_images
+from benchmark.sandbox import ArchiveOverLimit, Sandbox, SandboxLimits, remove_run_resources
+
+def hwm_kib():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+
+image = build_images(agent=True).agent
+run_id = f"test-{secrets.token_hex(3)}"
+limits = SandboxLimits(archive_max_bytes=512 * 2**20)
+sb = Sandbox.create(run_id=run_id, trial_id="t", image=image, limits=limits)
+try:
+    sb.exec(["truncate", "-s", "300M", "big.bin"], timeout_s=60)
+    before = hwm_kib()
+    info = sb.archive(Path(sys.argv[1]))
+    grew = (hwm_kib() - before) / 1024
+    sb.limits = SandboxLimits(archive_max_bytes=64 * 2**20)
+    try:
+        sb.archive(Path(sys.argv[1] + ".small"))
+        over = ""
+    except ArchiveOverLimit as e:
+        over = str(e)
+    print(json.dumps({"bytes": info.bytes, "apparent": info.apparent_bytes, "grew_mib": grew, "over": over}))
+finally:
+    remove_run_resources(run_id)
+"""
+
+
+def test_a_large_workspace_archive_streams_to_disk_in_bounded_memory(images, tmp_path: Path):
+    """300 MiB (sparse in the container, real bytes in the archive) under a 512 MiB limit go
+    to the host file without passing through memory; under a 64 MiB limit the transfer stops
+    at the file's header."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    dest = tmp_path / "workspace.tar"
+    proc = subprocess.run([sys.executable, "-c", _STREAMED, str(dest)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["apparent"] >= 300 * 2**20 and result["bytes"] == dest.stat().st_size
+    assert result["grew_mib"] < 50, result
+    assert "over the archive limit of 64.0 MiB" in result["over"] and "big.bin 300.0 MiB" in result["over"]
+    assert not (tmp_path / "workspace.tar.small").exists()
+
+
+def test_archive_entry_limit(sandbox, tmp_path: Path):
+    from benchmark.sandbox import ArchiveOverLimit, SandboxLimits
+
+    sandbox.run("mkdir many && cd many && touch a b c d e f g h i j")
+    sandbox.limits = SandboxLimits(archive_max_files=8)
+    with pytest.raises(ArchiveOverLimit, match="archive limit of 8 entries"):
+        sandbox.archive(tmp_path / "w.tar")
+
+
+def test_a_history_only_archive_restores_the_committed_workspace(sandbox, images, tmp_path: Path):
+    """What a resume gets when an episode's workspace was over the archive limits: the
+    history, checked out at its HEAD (untracked and ignored files are not kept)."""
+    sandbox.put_files({"kept.txt": b"committed\n"})
+    sandbox.run("echo lost > ignored.log && echo ignored.log > .gitignore")
+    commit = sandbox.commit("marathon: e1 attempt 1")
+    history = sandbox.archive(tmp_path / "e1.git.tar", "/workspace/.git").path
+    other = Sandbox.create(run_id=sandbox.run_id, trial_id="t2", image=images.agent)
+    other.restore(history)
+    assert other.head() == commit
+    assert other.run("cat kept.txt") == "committed\n"
+    assert other.run("git status --porcelain") == ""
+    assert other.run("ls").split() == ["README.md", "kept.txt", "tiny"]
+
+
+def test_clean_ups_racing_on_one_run_both_succeed(images):
+    """Two clean-ups of one run at once (a signal's and the session's end): containers vanish
+    under each other's listing; neither fails."""
+    import threading
+
+    run_id = f"test-{secrets.token_hex(3)}"
+    for t in "abcd":
+        Sandbox.create(run_id=run_id, nonce="n1", trial_id=t, image=images.agent)
+    errors: list[BaseException] = []
+
+    def clean() -> None:
+        try:
+            remove_run_resources(run_id, "n1")
+        except BaseException as e:  # noqa: BLE001 - the test reports any failure
+            errors.append(e)
+
+    threads = [threading.Thread(target=clean) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert client().containers.list(all=True, filters={"label": f"{LABEL}={run_id}"}) == []
+
+
+def test_clean_up_spares_another_run_with_the_same_run_id(images):
+    run_id = f"test-{secrets.token_hex(3)}"
+    mine = Sandbox.create(run_id=run_id, nonce="mine", trial_id="t", image=images.agent)
+    theirs = Sandbox.create(run_id=run_id, nonce="theirs", trial_id="t", image=images.agent)
+    try:
+        assert mine.container.name != theirs.container.name
+        assert remove_run_resources(run_id, "mine") == (1, 0)
+        theirs.container.reload()
+        assert theirs.container.status == "running"
+    finally:
+        remove_run_resources(run_id)
+
+
+def test_command_output_is_bounded_in_memory_and_on_disk(sandbox, tmp_path: Path):
+    from benchmark.sandbox import SandboxLimits
+
+    sandbox.limits = SandboxLimits(output_max_bytes=2**20)
+    loud = ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo last"]
+    with open(tmp_path / "transcript", "wb") as f:
+        res = sandbox.exec(loud, timeout_s=60, output_file=f)
+    kept = (tmp_path / "transcript").read_bytes()
+    assert res.output_bytes > 3_000_000 and 2**20 < len(kept) < 2**20 + 200
+    assert kept.endswith(b"bytes; the rest was dropped]\n")
+    res = sandbox.exec(loud, timeout_s=60)
+    assert len(res.output) == 65536 and res.output.endswith("x\nlast\n")

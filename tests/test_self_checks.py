@@ -109,13 +109,13 @@ def test_a_self_check_without_a_verdict_is_not_shown_red_and_not_counted(tmp_pat
         [CheckResult(**check, outcome=Outcome.failed, message="AssertionError")],
     ])
 
-    def score(archive, episode):
+    def score(episode, archive):
         answer = next(answers)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return answer, None
 
-    runner._score_archive = score
+    runner._score_workspace, runner.work = score, tmp_path
     first, second, third, fourth = (runner.self_check() for _ in range(4))
     for answer in (first, second):
         assert answer["status"] == "no_verdict" and "fail" not in answer["text"]

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from benchmark.errors import MarathonError
 from benchmark.records import SCHEMA_VERSION, TABLES, arrow_schema
+from benchmark.rundir import live_status, resume_hint
 
 #: Columns that identify a compared group: one row of the summary table.
 GROUP_KEYS = ["marathon", "model", "effort", "agent", "arm"]
@@ -89,7 +90,9 @@ class RunInfo(BaseModel):
     config: dict = {}
     """The run configuration (``RunConfig``) as recorded."""
     status: str = "unknown"
-    """Run status: ``running``, ``complete``, ``interrupted`` or ``failed``."""
+    """Run status as it stands when read (:func:`benchmark.rundir.live_status`): ``running``
+    (a driver holds the run's lock), ``dead`` (the manifest says running but no driver holds
+    the lock: killed, resumable), ``complete``, ``interrupted`` or ``failed``."""
     started_at: str | None = None
     """Start of the run (UTC, ISO 8601)."""
     ended_at: str | None = None
@@ -153,6 +156,7 @@ def _read_manifest(run_dir: Path) -> RunInfo:
                                        "run_dir": str(run_dir)})
     except ValueError as e:
         raise MarathonError(f"{path}: unreadable manifest: {str(e).splitlines()[0]}") from None
+    info.status = live_status(run_dir, info.status)
     if not 1 <= info.schema_version <= SCHEMA_VERSION:
         raise MarathonError(f"{path}: results schema version {info.schema_version}, this report "
                             f"reads versions 1 to {SCHEMA_VERSION}")
@@ -204,9 +208,11 @@ def _exclusion_reasons(trials: pd.DataFrame, run: RunInfo, failures: dict[str, s
         done = f"{row.episodes_done}/{row.episodes_planned} episodes finished"
         if row.trial_id in failures:
             return f"failed: {failures[row.trial_id][:200]} ({done})"
+        hint = resume_hint(Path(run.run_dir), run.status)
+        state = f"run {run.status}" + (f"; {hint}" if hint else "")
         if row.episodes_done == 0:
-            return f"not started: {done} (run {run.status})"
-        return f"incomplete: {done} (run {run.status})"
+            return f"not started: {done} ({state})"
+        return f"incomplete: {done} ({state})"
     if trials.empty:
         return pd.Series([], dtype=str)
     # One row per trial (a handful to thousands): a row-wise apply is fine here.

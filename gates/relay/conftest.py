@@ -1,0 +1,243 @@
+"""Trusted harness code for the hidden ``relay`` gates.
+
+- Registers the two check tags, ``genuine`` and ``contract`` (every check carries exactly one;
+  recorded as the JUnit XML property ``tag``), and the scheduling hint ``slow``.
+- ``seed``: the trial seed, int env ``MARATHON_SEED`` (default 0).
+- ``relay``: a :class:`RelayRunner` that starts the product under test,
+  ``node src/main.ts --state DIR --port 0 FLAGS...``, in a fresh copy of the snapshot (env
+  ``MARATHON_SNAPSHOT``), as a black box driven over HTTP on 127.0.0.1.
+
+The product-spawning part (:class:`RelayProcess`: environment, start, readiness, kill) is
+kept small and separate from the checks' logic in ``_relay.py``. Every process gets a scrubbed
+environment (PATH, HOME, LANG) and every wait is bounded: a relay that does not report its
+port, or does not exit, fails the check instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from _relay import Client, Subscriber
+
+TAGS = ("genuine", "contract")
+#: Seconds a relay may take to start listening (Node start-up on a loaded machine).
+START_TIMEOUT = 20.0
+#: Seconds a run-to-completion or a stopping relay may take.
+EXIT_TIMEOUT = 20.0
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+def pytest_configure(config):
+    """Register the check tags (and the scheduling hint ``slow``) as markers."""
+    config.addinivalue_line(
+        "markers", "genuine: a property any competent implementation of the briefs must have"
+    )
+    config.addinivalue_line(
+        "markers", "contract: an interface detail that only the brief states (exact code, name or format)"
+    )
+    config.addinivalue_line(
+        "markers", "slow: a check that takes several times longer than most (scheduled first)"
+    )
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run ``slow`` checks first (stable order otherwise), so that only short ones are left for
+    the end when the scorer shares the checks between pytest processes."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture(autouse=True)
+def _check_tag(request):
+    """Require exactly one tag marker per check and record it as property ``tag``."""
+    tags = [mark.name for mark in request.node.iter_markers() if mark.name in TAGS]
+    if len(tags) != 1:
+        pytest.fail(
+            f"{request.node.nodeid}: a check needs exactly one of "
+            f"@pytest.mark.genuine / @pytest.mark.contract, found {tags or 'none'}",
+            pytrace=False,
+        )
+    request.node.user_properties.append(("tag", tags[0]))
+
+
+@pytest.fixture
+def seed() -> int:
+    """The trial seed (env ``MARATHON_SEED``, default 0)."""
+    raw = os.environ.get("MARATHON_SEED", "0").strip() or "0"
+    try:
+        return int(raw)
+    except ValueError:
+        raise pytest.UsageError(f"MARATHON_SEED must be an integer, got {raw!r}") from None
+
+
+class _Drain(threading.Thread):
+    """Reads a pipe to the end into memory; calls ``on_line`` with each complete line."""
+
+    def __init__(self, pipe, on_line=None):
+        super().__init__(daemon=True)
+        self.pipe, self.on_line, self.data = pipe, on_line, bytearray()
+        self.start()
+
+    def run(self):
+        for line in iter(self.pipe.readline, b""):
+            self.data += line
+            if self.on_line:
+                self.on_line(line)
+        self.pipe.close()
+
+    def text(self) -> str:
+        return bytes(self.data).decode("utf-8", errors="replace")
+
+
+class RelayProcess:
+    """One running relay: its process, its port once listening, its captured stdout/stderr."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]):
+        self.argv = argv
+        self.port: int | None = None
+        self._listening = threading.Event()
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        self._out = _Drain(self.proc.stdout, self._line)
+        self._err = _Drain(self.proc.stderr)
+
+    def _line(self, line: bytes) -> None:
+        match = LISTENING.search(line.decode("utf-8", errors="replace"))
+        if match and self.port is None:
+            self.port = int(match.group(1))
+            self._listening.set()
+
+    def wait_listening(self) -> "RelayProcess":
+        """Wait until the relay printed its listening line; fail the check if it exits first."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._listening.wait(0.01):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"the relay did not print `listening on http://127.0.0.1:PORT` "
+                            f"({self.describe()})", pytrace=False)
+        return self
+
+    @property
+    def client(self) -> Client:
+        """An HTTP client for this relay."""
+        assert self.port is not None
+        return Client(self.port)
+
+    def kill(self) -> None:
+        """SIGKILL the relay (and anything it started) and reap it."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self._out.join(5)
+        self._err.join(5)
+
+    def terminate(self) -> int:
+        """SIGTERM the relay and wait for it to exit (SIGKILL past the limit); its exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.proc.returncode
+
+    def wait(self) -> int:
+        """Wait for the relay to exit by itself (it is killed past the limit; the check fails)."""
+        try:
+            self.proc.wait(EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"`{' '.join(self.argv[1:])}` did not exit within {EXIT_TIMEOUT:g} s", pytrace=False)
+        self.kill()
+        return self.proc.returncode
+
+    @property
+    def stdout(self) -> str:
+        return self._out.text()
+
+    @property
+    def stderr(self) -> str:
+        return self._err.text()
+
+    def describe(self) -> str:
+        """Exit status and output tail, for failure messages."""
+        code = self.proc.poll()
+        return (f"{'running' if code is None else f'exited {code}'}; stdout {self.stdout[-300:]!r}; "
+                f"stderr {self.stderr[-800:]!r}")
+
+
+class RelayRunner:
+    """Starts relays from a private copy of the snapshot; keeps every process it started."""
+
+    def __init__(self, snapshot: Path, tmp: Path):
+        self.tmp = tmp
+        self.workdir = tmp / "workspace"
+        self.home = tmp / "home"
+        self.home.mkdir()
+        shutil.copytree(snapshot, self.workdir, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", "node_modules"))
+        self.processes: list[RelayProcess] = []
+
+    def path(self, name: str) -> Path:
+        """A path in the scratch directory (not created)."""
+        (self.tmp / "data").mkdir(exist_ok=True)
+        return self.tmp / "data" / name
+
+    def spawn(self, *args) -> RelayProcess:
+        """Start ``node src/main.ts ARGS...`` without waiting for anything."""
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+               "HOME": str(self.home), "LANG": "C.UTF-8"}
+        process = RelayProcess(["node", "src/main.ts", *[str(a) for a in args]], self.workdir, env)
+        self.processes.append(process)
+        return process
+
+    def start(self, state: Path, *flags) -> RelayProcess:
+        """Start a relay on ``state`` (``--port 0``) and wait until it listens."""
+        return self.spawn("--state", state, "--port", "0", *flags).wait_listening()
+
+    def close(self) -> None:
+        """Kill every relay still running."""
+        for process in self.processes:
+            process.kill()
+
+
+@pytest.fixture
+def relay(tmp_path) -> RelayRunner:
+    """A runner for the snapshot under test, in a fresh copy (env MARATHON_SNAPSHOT)."""
+    raw = os.environ.get("MARATHON_SNAPSHOT")
+    if not raw:
+        raise pytest.UsageError("MARATHON_SNAPSHOT is not set: point it at the snapshot to test")
+    snapshot = Path(raw).resolve()
+    if not snapshot.is_dir():
+        raise pytest.UsageError(f"MARATHON_SNAPSHOT is not a directory: {snapshot}")
+    runner = RelayRunner(snapshot, tmp_path)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture
+def endpoints():
+    """Subscriber endpoints made with ``endpoints(name, policy)``; all closed after the check."""
+    made: list[Subscriber] = []
+
+    def make(name: str = "sub", policy=None) -> Subscriber:
+        endpoint = Subscriber(name, policy)
+        made.append(endpoint)
+        return endpoint
+
+    yield make
+    for endpoint in made:
+        endpoint.close()
