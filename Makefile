@@ -4,16 +4,17 @@ PYTHON ?= python3
 RUN_CONFIG ?= experiment.toml
 RESULTS ?= results
 
-.PHONY: help setup docker-engine install images validate test marathon clean-containers
+.PHONY: help setup docker-engine install images validate mutate test marathon clean-containers
 
 help:
 	@echo "make marathon   install what is missing, build images, run the main job, write its report, print its path"
 	@echo "make test       run the test suite (needs Docker; installs nothing)"
 	@echo "make setup      install the Python package and, on Debian, a Docker engine and debootstrap"
-	@echo "make validate   check the ledger marathon (references pass, starter and mutants fail)"
+	@echo "make validate   check the ledger marathon on seeds 0,1,2 (references pass, starter and mutants fail)"
+	@echo "make mutate     mutation-test the ledger gates (all cosmic-ray mutants, 3 seeds; long) into $(MUTATE_OUT)"
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
 
 # On a Debian host without a running engine: install docker.io and debootstrap and start dockerd
 # (no iptables, no default bridge: trial containers have no network at all). Elsewhere a missing
@@ -38,6 +39,13 @@ images: setup
 
 validate: images
 	marathon validate ledger
+
+# The full mutation-testing run of the ledger gates (docs/gates-quality.md): every filtered
+# cosmic-ray mutant of the final reference on seeds 0,1,2; resumable (run it again after an
+# interruption). Writes mutants.csv, mutants.parquet and summary.md into MUTATE_OUT.
+MUTATE_OUT ?= $(RESULTS)/mutate-ledger
+mutate: images
+	marathon mutate ledger --out $(MUTATE_OUT)
 
 test:
 	$(PYTHON) -m pytest

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from benchmark import __version__
 from benchmark.errors import MarathonError
@@ -105,32 +106,6 @@ def images_build(no_agent: bool, marathons: tuple[str, ...]) -> None:
         click.echo(tag)
 
 
-@main.command()
-@click.argument("marathon_name", metavar="MARATHON")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the checks' inputs.")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Scorings run concurrently.")
-def validate(marathon_name: str, seed: int, jobs: int) -> None:
-    """Check MARATHON (a name under episodes/ or a path): references pass, starter and mutants
-    fail, scoring is deterministic. Exits 1 if any finding fails."""
-    from benchmark.images import build_images
-    from benchmark.marathon import load_marathon
-    from benchmark.validate import Finding, validate as run_validate
-
-    m = load_marathon(marathon_name)
-    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
-                         runtime=m.runtime).scorer
-
-    def show(f: Finding) -> None:
-        mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
-        console.print(f"{mark} {f.item}  [dim]{f.detail}[/]")
-
-    findings = run_validate(m, image=image, seed=seed, jobs=jobs, progress=show)
-    bad = [f for f in findings if not f.ok]
-    console.print(f"{m.name}: {len(findings) - len(bad)}/{len(findings)} findings ok")
-    sys.exit(1 if bad else 0)
-
-
 class OneLineCommand(click.Command):
     """A command whose usage errors (bad flag, bad value) are one line and exit 2, like every
     other user-facing error."""
@@ -140,6 +115,112 @@ class OneLineCommand(click.Command):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:
             raise MarathonError(e.format_message().replace("\n", " ")) from None
+
+
+@main.command(cls=OneLineCommand)
+@click.argument("marathon_name", metavar="MARATHON")
+@click.option("--seeds", "seeds_text", default="0,1,2", show_default=True,
+              help="Comma-separated seeds for the checks' inputs; every item is scored on each.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Scorings run concurrently.")
+@click.option("--no-progress", is_flag=True, help="No progress bar; a line every 10% of the scorings.")
+def validate(marathon_name: str, seeds_text: str, jobs: int, no_progress: bool) -> None:
+    """Check MARATHON (a name under episodes/ or a path) on every seed: references pass, the
+    starter fails every gate, every mutant fails its gate (on every seed: one caught on some
+    seeds only is a finding), scoring is deterministic. Exits 1 if any finding fails."""
+    from benchmark.images import build_images
+    from benchmark.marathon import load_marathon
+    from benchmark.progress import CountProgress
+    from benchmark.validate import Finding, parse_seeds, scoring_count, validate as run_validate
+
+    seeds = parse_seeds(seeds_text)
+    m = load_marathon(marathon_name)
+    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
+                         runtime=m.runtime).scorer
+
+    with CountProgress("scorings", scoring_count(m, seeds), console, live=not no_progress) as bar:
+        def show(f: Finding) -> None:
+            mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
+            bar.note(f"{mark} {escape(f.item)}  [dim]{escape(f.detail)}[/]")
+
+        findings = run_validate(m, image=image, seeds=seeds, jobs=jobs, progress=show,
+                                scored=bar.advance)
+    bad = [f for f in findings if not f.ok]
+    console.print(f"{m.name}: {len(findings) - len(bad)}/{len(findings)} findings ok "
+                  f"(seeds {', '.join(map(str, seeds))})")
+    sys.exit(1 if bad else 0)
+
+
+@main.command(cls=OneLineCommand)
+@click.argument("marathon_name", metavar="MARATHON")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              help="Output directory (tables, summary.md, resumable sessions).  [default: results/mutate-MARATHON]")
+@click.option("--seeds", "seeds_text", default="0,1,2", show_default=True,
+              help="Comma-separated seeds; every mutant is scored on each.")
+@click.option("--sample", type=click.IntRange(min=1), help="Score a seeded random sample of N candidate mutants.  [default: all]")
+@click.option("--seed", "sample_seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Scorings run concurrently.")
+@click.option("--no-progress", is_flag=True,
+              help="No progress bar: a line per scored mutant (with the bar: per mutant not killed).")
+def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: int | None,
+           sample_seed: int, jobs: int, no_progress: bool) -> None:
+    """Mutation-test the gates of MARATHON: mutants of the final reference (cosmic-ray for
+    Python) are scored with the real scorer on every seed; writes mutants.csv, mutants.parquet
+    and summary.md (kill rate with its Wilson interval, survivors with their diffs) into OUT.
+    Re-running the same command resumes. Prints the path of summary.md."""
+    from benchmark.images import build_images
+    from benchmark.marathon import load_marathon
+    from benchmark.mutation.equivalents import load_equivalents
+    from benchmark.mutation.run import check_baseline, classify, plan, score_pending
+    from benchmark.mutation.source import mutant_source
+    from benchmark.mutation.summary import write_outputs
+    from benchmark.paths import RESULTS_DIR
+    from benchmark.progress import CountProgress
+    from benchmark.validate import parse_seeds
+
+    seeds = parse_seeds(seeds_text)
+    m = load_marathon(marathon_name)
+    mutant_source(m.mutation)  # its library is installed
+    load_equivalents(m.mutation.equivalents)  # well-formed, before anything runs
+    out = out_dir if out_dir is not None else RESULTS_DIR / f"mutate-{m.name}"
+    image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
+                         runtime=m.runtime).scorer
+    p = plan(m, out, image=image, seeds=seeds, sample=sample, sample_seed=sample_seed)
+    pending = p.pending
+    console.print(f"{m.name}: {len(p.mutants)} mutants, {p.candidates} candidates, "
+                  f"{len(p.selected)} selected, {len(p.selected) - len(pending)} already scored "
+                  f"(session {p.session})")
+    for i in p.stale:
+        e = p.equivalents[i]
+        console.print(f"[yellow]stale[/] {escape(str(m.mutation.equivalents))}: equivalent[{i}] "
+                      f"({escape(e.file)}) matches no mutant")
+    if pending:
+        total = len(seeds) * (1 + len(pending))
+        with CountProgress("scorings", total, console, live=not no_progress,
+                           counts=False) as bar:
+            def finished(mutant, result) -> None:
+                outcome = classify(result.verdicts).value
+                if outcome != "killed" or not bar.is_live:
+                    done = sum(i in p.done for i in p.selected)
+                    bar.note(f"{done}/{len(p.selected)} {outcome:8} {mutant.id} "
+                             f"{escape(mutant.file)}:{mutant.line} {mutant.operator} "
+                             f"({result.seconds:.1f} s)")
+
+            try:
+                check_baseline(p, jobs=jobs, scored=bar.advance)
+                score_pending(p, jobs=jobs, scored=bar.advance, finished=finished)
+            except KeyboardInterrupt:
+                console.print(f"interrupted: every finished mutant is kept in {p.store}; "
+                              "run the same command again to resume")
+                sys.exit(130)
+    command = f"marathon mutate {marathon_name} --seeds {','.join(map(str, seeds))}"
+    command += f" --sample {sample} --seed {sample_seed}" if sample is not None else ""
+    files = write_outputs(p, out, command)
+    if files.scored:
+        console.print(f"{m.name}: {files.killed}/{files.scored} scored mutants killed = "
+                      f"{files.killed / files.scored:.1%} (Wilson 95% {files.low:.1%} to {files.high:.1%})")
+    click.echo(str(files.summary))
 
 
 @main.command(cls=OneLineCommand)

@@ -28,6 +28,13 @@ scorer and agent images are then derived for it (see :mod:`benchmark.images`)::
     [runtime]
     node = "22.23.5"          # exact Node.js, the official binary from the npm registry
     apt = ["sqlite3"]         # Debian bookworm packages
+
+    # Optional; these are the defaults (``marathon mutate``, docs/gates-quality.md).
+    [mutation]
+    language = "python"
+    paths = ["."]
+    exclude = ["**/tests/**", "**/test_*.py", "**/*_test.py", "**/conftest.py"]
+    equivalents = "equivalent-mutants.toml"
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -126,6 +134,43 @@ class GateSpec(BaseModel):
         return f"test_{self.name}.py"
 
 
+#: Files of the final reference never mutated unless ``[mutation] exclude`` says otherwise: the
+#: product's own tests (cosmic-ray ``excluded-modules`` globs, relative to the reference).
+DEFAULT_MUTATION_EXCLUDE = ("**/tests/**", "**/test_*.py", "**/*_test.py", "**/conftest.py")
+
+
+class MutationConfig(BaseModel):
+    """The optional ``[mutation]`` table: which files of the final reference ``marathon mutate``
+    mutates, with which mutant source. Every field has a default, so a Python marathon declares
+    nothing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    language: Literal["python"] = "python"
+    """Language of the product; selects the mutant source (``python``: cosmic-ray). A source
+    for another language (e.g. Stryker for TypeScript) adds its name here."""
+
+    paths: list[str] = Field(default_factory=lambda: ["."], min_length=1)
+    """Files or directories to mutate, relative to the final reference (``.``: all of it)."""
+
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_MUTATION_EXCLUDE))
+    """Glob patterns of files never mutated, relative to the final reference (``**`` spans
+    directories). Setting it replaces the default (the product's own tests)."""
+
+    equivalents: Path = Path("equivalent-mutants.toml")
+    """The reviewed list of equivalent mutants, relative to the marathon directory; a missing
+    file means none."""
+
+    @field_validator("paths", "exclude")
+    @classmethod
+    def _relative(cls, values: list[str]) -> list[str]:
+        for v in values:
+            p = PurePosixPath(v)
+            if not v or p.is_absolute() or ".." in p.parts:
+                raise ValueError(f"{v!r} is not a path inside the reference")
+        return values
+
+
 class Marathon(BaseModel):
     """A loaded, validated marathon. Paths are absolute once loaded by :func:`load_marathon`."""
 
@@ -163,6 +208,8 @@ class Marathon(BaseModel):
     @classmethod
     def _nothing_is_none(cls, runtime: RuntimeSpec | None) -> RuntimeSpec | None:
         return None if runtime is None or runtime.empty else runtime
+    mutation: MutationConfig = MutationConfig()
+    """How ``marathon mutate`` draws mutants of the final reference (optional table)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Marathon":
@@ -204,16 +251,22 @@ class Marathon(BaseModel):
 
         Two runs with the same hash used identical briefs, starter, references and gates.
         """
-        h = hashlib.sha256()
-        for base in (self.root, self.gates):
-            for path in sorted(p for p in base.rglob("*") if p.is_file()):
-                if JUNK_DIRS.intersection(path.relative_to(base).parts):
-                    continue
-                h.update(str(path.relative_to(base)).encode())
-                h.update(b"\0")
-                h.update(path.read_bytes())
-                h.update(b"\0")
-        return h.hexdigest()
+        return tree_hash(self.root, self.gates)
+
+
+def tree_hash(*bases: Path) -> str:
+    """SHA-256 (hex) over the relative path and bytes of every file under each base directory,
+    in sorted order, skipping tool caches (:data:`JUNK_DIRS`)."""
+    h = hashlib.sha256()
+    for base in bases:
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            if JUNK_DIRS.intersection(path.relative_to(base).parts):
+                continue
+            h.update(str(path.relative_to(base)).encode())
+            h.update(b"\0")
+            h.update(path.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
 
 
 def resolve_marathon_path(name_or_path: str | Path) -> Path:
@@ -263,6 +316,11 @@ def load_marathon(name_or_path: str | Path) -> Marathon:
         for i, e in enumerate(m.episodes)
     ]
     gates = need(m.gates, "gates", "directory")
+    final_reference = episodes[-1].reference
+    for i, rel in enumerate(m.mutation.paths):
+        if not (final_reference / rel).exists():
+            raise MarathonError(f"{toml_path}: mutation.paths[{i}]: {rel} not found in the final "
+                                f"reference {final_reference}")
     for i, g in enumerate(m.gate):
         if not (gates / g.filename).is_file():
             raise MarathonError(f"{toml_path}: gate[{i}].name: gate module {gates / g.filename} not found")
@@ -272,5 +330,6 @@ def load_marathon(name_or_path: str | Path) -> Marathon:
             "gates": gates,
             "mutants": need(m.mutants, "mutants", "directory") if m.mutants else None,
             "episodes": episodes,
+            "mutation": m.mutation.model_copy(update={"equivalents": root / m.mutation.equivalents}),
         }
     )

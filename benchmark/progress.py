@@ -1,6 +1,7 @@
-"""The live progress display of ``marathon run``: one line per trial with its episode, attempt,
-phase and last score (a rich live table on a terminal; one printed line per finished episode
-otherwise)."""
+"""Progress displays: :class:`LiveProgress` for ``marathon run`` (one line per trial with its
+episode, attempt, phase and last score: a rich live table on a terminal, one printed line per
+finished episode otherwise), and :class:`CountProgress` for ``marathon validate`` and
+``marathon mutate`` (a bar of finished scorings)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import threading
 from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from benchmark.records import TrialKeys
@@ -97,3 +100,55 @@ class LiveProgress:
             table.add_row(p.trial_id, f"{p.episodes_done}/{p.episodes_total}", p.episode,
                           str(p.attempt or ""), p.phase, score)
         return table
+
+
+class CountProgress:
+    """Thread-safe progress of ``total`` items (e.g. scorings): a rich bar with the count, elapsed
+    time and an estimate of the time left on a terminal; otherwise (not a terminal, or ``live``
+    false) a plain count line every 10% of the items, unless ``counts`` is false (the caller
+    prints its own line per item). :meth:`note` prints a line above the bar either way. Use as a
+    context manager."""
+
+    def __init__(self, description: str, total: int, console: Console | None = None,
+                 live: bool = True, counts: bool = True):
+        self.console = console or Console(stderr=True, highlight=False)
+        """Where the display goes (stderr by default)."""
+        self._description = description
+        self._total = total
+        self._done = 0
+        self._counts = counts
+        self._lock = threading.Lock()
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=self.console, transient=False,
+        ) if live and self.console.is_terminal else None
+        self._task = self._bar.add_task(description, total=total) if self._bar else None
+
+    def __enter__(self) -> "CountProgress":
+        if self._bar:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar:
+            self._bar.stop()
+
+    @property
+    def is_live(self) -> bool:
+        """Whether a live bar is shown (a terminal and ``live``)."""
+        return self._bar is not None
+
+    def advance(self, n: int = 1) -> None:
+        """Count ``n`` more items as finished."""
+        with self._lock:
+            before, self._done = self._done, self._done + n
+        if self._bar:
+            self._bar.advance(self._task, n)
+        elif self._counts and self._total and (self._done * 10 // self._total > before * 10 // self._total
+                              or self._done == self._total):
+            self.console.print(f"{self._description}: {self._done}/{self._total}")
+
+    def note(self, line: str) -> None:
+        """Print one line (above the bar on a terminal)."""
+        self.console.print(line)

@@ -370,12 +370,19 @@ def _arrow_type(annotation) -> tuple[pa.DataType, bool]:
 def arrow_schema(table: str) -> pa.Schema:
     """The Arrow schema of a table, from its row model: field order, types, nullability, and
     ``marathon.schema_version`` / ``marathon.table`` metadata."""
+    return model_schema(ROW_MODELS[table], {"marathon.schema_version": str(SCHEMA_VERSION),
+                                             "marathon.table": table})
+
+
+def model_schema(model: type[BaseModel], metadata: dict[str, str] | None = None) -> pa.Schema:
+    """The Arrow schema of a row model: one field per model field, in order, with its type
+    (str, int, float, bool, UTC timestamp; enums and literals as their values) and
+    nullability (``X | None``)."""
     fields = []
-    for name, info in ROW_MODELS[table].model_fields.items():
+    for name, info in model.model_fields.items():
         typ, nullable = _arrow_type(info.annotation)
         fields.append(pa.field(name, typ, nullable=nullable))
-    return pa.schema(fields, metadata={"marathon.schema_version": str(SCHEMA_VERSION),
-                                       "marathon.table": table})
+    return pa.schema(fields, metadata=metadata)
 
 
 def to_table(table: str, rows: list[_Row]) -> pa.Table:

@@ -1,13 +1,20 @@
 """``marathon validate``: prove a marathon's gates are sound before any agent meets them.
 
-A marathon is valid when:
+A marathon is valid when, on **every** validation seed (``0, 1, 2`` by default; the checks draw
+their inputs from the seed):
 
 1. every gate has at least three checks, each tagged ``genuine`` or ``contract``;
 2. the reference solution of every episode passes 100% of the gates active after it;
 3. the untouched starter fails every gate (no gate is free);
 4. every mutant (``<mutants>/<gate>/<name>.patch``, a small regression of the final
-   reference) fails the gate it is filed under;
-5. scoring one snapshot three times gives identical outcomes (determinism).
+   reference) fails the gate it is filed under. A mutant caught on one seed and missed on
+   another is a failed finding of its own kind (*seed-dependent*): the gate's verdict on that
+   regression depends on the input draw;
+5. scoring the final reference three times on the first seed gives identical outcomes
+   (determinism).
+
+Each (snapshot, seed) pair is one scoring in its own scorer container; ``jobs`` of them run at
+once.
 """
 
 from __future__ import annotations
@@ -15,28 +22,60 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from benchmark.errors import MarathonError
 from benchmark.marathon import Marathon
-from benchmark.scorer import CheckResult, Outcome, list_checks, score
+from benchmark.scorer import CheckResult, Outcome, ScorerLimits, list_checks, score, scorer_processes
 
 MIN_CHECKS_PER_GATE = 3
+
+#: The seeds ``marathon validate`` and ``marathon mutate`` score on unless told otherwise.
+DEFAULT_SEEDS = (0, 1, 2)
 
 
 class Finding(BaseModel):
     """One validation item: what was checked, whether it held, and why not."""
 
     item: str
-    """What was checked, e.g. ``reference e2`` or ``mutant privacy/raw_rejects``."""
+    """What was checked, e.g. ``reference e2 passes its active gates`` or
+    ``mutant privacy/raw_rejects fails its gate``."""
     ok: bool
-    """Whether the expectation held."""
+    """Whether the expectation held on every seed."""
     detail: str = ""
-    """Outcome summary, e.g. ``14/14 checks passed`` or the first unexpected result."""
+    """Outcome summary, e.g. ``14/14 checks passed on seeds 0, 1, 2`` or the first unexpected
+    result with its seed."""
+
+
+def scoring_limits(jobs: int) -> ScorerLimits:
+    """The scorer limits of validation and mutation scorings when ``jobs`` run at once: the
+    default limits, with the cores shared out between the concurrent scorings
+    (:func:`~benchmark.scorer.scorer_processes`). Outcomes never depend on the share."""
+    limits = ScorerLimits()
+    return limits.model_copy(update={"processes": scorer_processes(jobs, limits)})
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse a comma-separated list of distinct non-negative seeds, e.g. ``"0,1,2"``.
+
+    Raises:
+        MarathonError: empty, not integers, negative or repeated; the message names ``--seeds``.
+    """
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise MarathonError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise MarathonError(f"--seeds: {text!r}: seeds must be distinct and non-negative")
+    return seeds
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    return ", ".join(map(str, seeds))
 
 
 def _summary(results: list[CheckResult]) -> str:
@@ -63,20 +102,84 @@ def apply_mutant(reference: Path, patch: Path, dest: Path) -> Path:
     return dest
 
 
-def validate(marathon: Marathon, *, image: str, seed: int = 0, jobs: int = 2,
-             progress: Callable[[Finding], None] = lambda f: None) -> list[Finding]:
-    """Run every validation step; return one :class:`Finding` per item.
+#: Judges the scorings of one item, seed -> results, into a finding.
+Judge = Callable[[dict[int, list[CheckResult]]], Finding]
+
+
+def judge_reference(episode: str) -> Judge:
+    """Reference of ``episode``: every check passes on every seed."""
+    def judge(by_seed: dict[int, list[CheckResult]]) -> Finding:
+        item = f"reference {episode} passes its active gates"
+        for seed, rs in by_seed.items():
+            if any(r.outcome != Outcome.passed for r in rs):
+                return Finding(item=item, ok=False, detail=f"seed {seed}: {_summary(rs)}{_first_bad(rs)}")
+        rs = next(iter(by_seed.values()))
+        return Finding(item=item, ok=True, detail=f"{_summary(rs)} on seeds {_seeds(by_seed)}")
+    return judge
+
+
+def judge_starter(by_seed: dict[int, list[CheckResult]]) -> Finding:
+    """Starter: on every seed every gate has a non-passing check and no check errors."""
+    problems = []
+    for seed, rs in by_seed.items():
+        free = sorted({r.gate for r in rs} - {r.gate for r in rs if r.outcome != Outcome.passed})
+        errors = [r for r in rs if r.outcome == Outcome.error]
+        if free:
+            problems.append(f"seed {seed}: gates passed by the starter: {', '.join(free)}")
+        if errors:
+            problems.append(f"seed {seed}: {len(errors)} checks errored{_first_bad(errors)}")
+    rs = next(iter(by_seed.values()))
+    detail = "; ".join(problems) if problems else f"{_summary(rs)} on seeds {_seeds(by_seed)}"
+    return Finding(item="starter fails every gate", ok=not problems, detail=detail)
+
+
+def judge_mutant(gate: str, name: str) -> Judge:
+    """Mutant filed under ``gate``: on every seed some check of ``gate`` fails and none errors.
+
+    Caught on some seeds and missed on others is reported as seed-dependent, naming both.
+    """
+    def judge(by_seed: dict[int, list[CheckResult]]) -> Finding:
+        item = f"mutant {gate}/{name} fails its gate"
+        caught, missed, errored, counts = [], [], [], []
+        for seed, rs in by_seed.items():
+            mine = [r for r in rs if r.gate == gate]
+            failed = sum(r.outcome == Outcome.failed for r in mine)
+            errors = [r for r in mine if r.outcome == Outcome.error]
+            counts.append(f"{failed}/{len(mine)} on seed {seed}")
+            if errors:
+                errored.append(f"seed {seed}: {len(errors)} checks of {gate} errored{_first_bad(errors)}")
+            (caught if failed else missed).append(seed)
+        if caught and missed:
+            return Finding(item=item, ok=False,
+                           detail=f"seed-dependent: caught on seeds {_seeds(caught)}, missed on seeds "
+                                  f"{_seeds(missed)}")
+        if errored:
+            return Finding(item=item, ok=False, detail="; ".join(errored))
+        detail = f"checks of {gate} failed: {', '.join(counts)}"
+        return Finding(item=item, ok=not missed, detail=detail)
+    return judge
+
+
+def validate(marathon: Marathon, *, image: str, seeds: Sequence[int] = DEFAULT_SEEDS, jobs: int = 2,
+             progress: Callable[[Finding], None] = lambda f: None,
+             scored: Callable[[], None] = lambda: None) -> list[Finding]:
+    """Run every validation step on every seed; return one :class:`Finding` per item.
 
     Args:
         marathon: the loaded marathon.
         image: scorer image tag.
-        seed: seed passed to the checks.
+        seeds: seeds passed to the checks (at least one); every item is scored on each.
         jobs: scorings run concurrently (each in its own container).
-        progress: called with each finding as soon as it is known.
+        progress: called with each finding as soon as it is known, in item order.
+        scored: called (from a worker thread) after each scoring, e.g. to advance a bar;
+            :func:`scoring_count` scorings in all.
 
     Raises:
-        MarathonError: a gate module does not parse or a mutant does not apply.
+        MarathonError: no seed, a gate module does not parse, or a mutant does not apply.
     """
+    seeds = list(seeds)
+    if not seeds:
+        raise MarathonError("--seeds: at least one seed is needed")
     findings: list[Finding] = []
 
     def note(f: Finding) -> None:
@@ -91,65 +194,57 @@ def validate(marathon: Marathon, *, image: str, seed: int = 0, jobs: int = 2,
         detail = f"{len(checks)} checks" + (f"; untagged: {', '.join(untagged)}" if untagged else "")
         note(Finding(item=f"gate {gate.name} declares checks", ok=ok, detail=detail))
 
+    patches = sorted(marathon.mutants.glob("*/*.patch")) if marathon.mutants else []
+    gate_names = {g.name for g in marathon.gate}
+    for gate in marathon.gate:
+        n = sum(p.parent.name == gate.name for p in patches)
+        note(Finding(item=f"gate {gate.name} has mutants", ok=n >= 2, detail=f"{n} mutants"))
+
+    limits = scoring_limits(jobs)
     with tempfile.TemporaryDirectory(prefix="marathon-validate-") as tmp:
-        # (snapshot, episode, judge); judge None: a repeat scoring of the final reference.
-        jobs_list: list[tuple[Path, str, Callable[[list[CheckResult]], Finding] | None]] = []
-        for ep in marathon.episodes:
-            def judge_ref(rs, ep=ep):
-                ok = all(r.outcome == Outcome.passed for r in rs)
-                return Finding(item=f"reference {ep.id} passes its active gates", ok=ok,
-                               detail=_summary(rs) + _first_bad(rs))
-            jobs_list.append((ep.reference, ep.id, judge_ref))
-
-        def judge_starter(rs):
-            gates = {r.gate for r in rs}
-            free = sorted(g for g in gates if all(r.outcome == Outcome.passed for r in rs if r.gate == g))
-            errors = [r for r in rs if r.outcome == Outcome.error]
-            ok = not free and not errors
-            detail = _summary(rs) + (f"; gates passed by the starter: {', '.join(free)}" if free else "")
-            detail += f"; {len(errors)} checks errored" if errors else ""
-            return Finding(item="starter fails every gate", ok=ok, detail=detail)
-        jobs_list.append((marathon.starter, last, judge_starter))
-
+        # (snapshot, episode, judge): every item is scored once per seed.
+        items: list[tuple[Path, str, Judge]] = [
+            (ep.reference, ep.id, judge_reference(ep.id)) for ep in marathon.episodes]
+        items.append((marathon.starter, last, judge_starter))
         final_ref = marathon.episode(last).reference
-        patches = sorted(marathon.mutants.glob("*/*.patch")) if marathon.mutants else []
-        gate_names = {g.name for g in marathon.gate}
-        for gate in marathon.gate:
-            n = sum(p.parent.name == gate.name for p in patches)
-            note(Finding(item=f"gate {gate.name} has mutants", ok=n >= 2, detail=f"{n} mutants"))
         for i, patch in enumerate(patches):
             gate = patch.parent.name
             if gate not in gate_names:
                 raise MarathonError(f"{patch}: directory {gate!r} is not a gate of {marathon.name}")
             snap = apply_mutant(final_ref, patch, Path(tmp) / f"mutant{i}")
+            items.append((snap, last, judge_mutant(gate, patch.stem)))
 
-            def judge_mutant(rs, gate=gate, patch=patch):
-                mine = [r for r in rs if r.gate == gate]
-                caught = [r for r in mine if r.outcome == Outcome.failed]
-                errors = [r for r in mine if r.outcome == Outcome.error]
-                return Finding(item=f"mutant {gate}/{patch.stem} fails its gate",
-                               ok=bool(caught) and not errors,
-                               detail=f"{len(caught)}/{len(mine)} checks of {gate} failed"
-                               + (f"; {len(errors)} errored" if errors else ""))
-            jobs_list.append((snap, last, judge_mutant))
-
-        jobs_list += [(final_ref, last, None)] * 2
+        def one(snap: Path, episode: str, seed: int) -> list[CheckResult]:
+            try:
+                return score(snap, marathon, episode, seed, image=image, limits=limits)
+            finally:
+                scored()
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(score, snap, marathon, ep_id, seed, image=image)
-                       for snap, ep_id, _ in jobs_list]
-            results = []
-            for (_, _, judge), fut in zip(jobs_list, futures):
-                results.append(fut.result())
-                if judge is not None:
-                    note(judge(results[-1]))
-
-    # References come first, in episode order; the two repeats last.
-    final_outcomes, repeats = results[len(marathon.episodes) - 1], results[-2:]
+            futures: list[dict[int, Future]] = [
+                {seed: pool.submit(one, snap, ep_id, seed) for seed in seeds}
+                for snap, ep_id, _ in items]
+            repeats = [pool.submit(one, final_ref, last, seeds[0]) for _ in range(2)]
+            try:
+                for (_, _, judge), by_seed in zip(items, futures):
+                    note(judge({seed: fut.result() for seed, fut in by_seed.items()}))
+                final_outcomes = futures[len(marathon.episodes) - 1][seeds[0]].result()
+                repeat_outcomes = [f.result() for f in repeats]
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     def key(rs: list[CheckResult]) -> list[tuple[str, str, str]]:
         return [(r.gate, r.check, r.outcome.value) for r in rs]
-    same = all(key(r) == key(final_outcomes) for r in repeats)
+    same = all(key(r) == key(final_outcomes) for r in repeat_outcomes)
     note(Finding(item="scoring is deterministic (3 scorings of the final reference)", ok=same,
-                 detail="identical outcomes" if same else "outcomes differ between scorings"))
+                 detail=f"identical outcomes on seed {seeds[0]}" if same
+                 else f"outcomes differ between scorings on seed {seeds[0]}"))
     return findings
+
+
+def scoring_count(marathon: Marathon, seeds: Sequence[int]) -> int:
+    """How many scorings :func:`validate` runs: references, starter and mutants on every seed,
+    plus two repeats of the final reference."""
+    patches = list(marathon.mutants.glob("*/*.patch")) if marathon.mutants else []
+    return (len(marathon.episodes) + 1 + len(patches)) * len(seeds) + 2

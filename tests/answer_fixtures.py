@@ -1,7 +1,11 @@
-"""Fixtures for the scorer and validate tests: the scorer image and the ``answer`` marathon.
+"""Fixtures for the scorer, validate and mutate tests: the scorer image and the ``answer`` and
+``double`` marathons.
 
 ``answer`` (tests/fixtures/answer) is a one-episode marathon whose product must print 42; its
 gate has three tagged checks and one untagged check, and two mutants (one caught, one not).
+``double`` (tests/fixtures/double) doubles a positive number; one of its checks draws its input
+from the seed, and one of its two mutants is caught on seed 1 only (``tests/test_mutate.py``
+lists the fate of its cosmic-ray mutants).
 Import the fixtures into a test module: ``from tests.answer_fixtures import answer, scorer_image``.
 """
 
@@ -14,6 +18,7 @@ import pytest
 from benchmark.marathon import Marathon, load_marathon
 
 ANSWER = Path(__file__).parent / "fixtures" / "answer"
+DOUBLE = Path(__file__).parent / "fixtures" / "double"
 
 
 @pytest.fixture(scope="session")
