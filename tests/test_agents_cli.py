@@ -266,7 +266,7 @@ def test_a_model_agent_container_reaches_the_proxy_and_nothing_else(stack, image
     trial_id = f"confined-{secrets.token_hex(2)}"
     endpoint = open_trial(stack, {"trial_id": trial_id}, "anthropic-messages", "scripted/nop")
     sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=trial_id,
-                             image=images.for_agent(agent.name), proxy_dir=endpoint.socket_dir)
+                             image=images.for_agent("claude-code"), proxy_dir=endpoint.socket_dir)
     try:
         attrs = client().api.inspect_container(sandbox.container.id)
         assert attrs["HostConfig"]["NetworkMode"] == "none"
