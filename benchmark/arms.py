@@ -75,6 +75,12 @@ class Arm(BaseModel):
     """Whether agents that keep sessions continue the previous attempt's session instead of
     starting a new one (agents without sessions ignore it)."""
 
+    self_checks: int = Field(default=0, ge=0)
+    """Self-checks per episode: how many times the agent may run ``marathon-check`` inside its
+    container to have the workspace scored as it stands and be shown what ``feedback`` allows
+    (failing gate and check names); past the limit the command says so and scores nothing.
+    0: no self-checks (the command says none is available)."""
+
     budget: Budget | None = None
     """Token and USD limits per episode and per trial (``[budget]`` table); only the
     ``governed`` controller enforces budgets, so other controllers reject one."""

@@ -85,8 +85,10 @@ def images() -> None:
               help="Also build the runtime images of this marathon (repeatable).  "
                    "[default: every marathon under episodes/ that declares a [runtime]]")
 def images_build(no_agent: bool, marathons: tuple[str, ...]) -> None:
-    """Build every image whose recipe changed; print their tags (plain images first, then the
-    runtime images of each marathon that declares a [runtime])."""
+    """Build every image whose recipe changed; print their tags (plain images first, then each
+    declared agent's image (agents/NAME.toml), then the runtime images of each marathon that
+    declares a [runtime]; a run builds its agents' images on a runtime image when it needs
+    them)."""
     from benchmark.images import build_images
     from benchmark.marathon import load_marathon
     from benchmark.paths import EPISODES_DIR
@@ -95,10 +97,10 @@ def images_build(no_agent: bool, marathons: tuple[str, ...]) -> None:
     names = marathons or tuple(sorted(p.parent.name for p in EPISODES_DIR.glob("*/marathon.toml")))
     runtimes = {name: load_marathon(name).runtime for name in names}
     built = build_images(agent=not no_agent, log=log)
-    tags = [built.base, built.scorer, built.agent]
+    tags = [built.base, built.scorer, built.agent, *built.agents.values()]
     for name, runtime in runtimes.items():
         if runtime is not None:
-            derived = build_images(agent=not no_agent, log=log, runtime=runtime)
+            derived = build_images(agent=not no_agent, log=log, runtime=runtime, agents=[])
             tags += [derived.scorer, derived.agent]
     for tag in dict.fromkeys(t for t in tags if t):
         click.echo(tag)

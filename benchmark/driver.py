@@ -48,10 +48,13 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
 from benchmark import rundir
-from benchmark.agents import Agent, AttemptContext, AttemptResult, get_agent
+from benchmark.agents import (Agent, AttemptContext, AttemptResult, agent_hashes, agent_versions,
+                              get_agent)
+from benchmark.agents.declared import DeclaredAgent
 from benchmark.arms import Arm, load_arm
 from benchmark.controllers import get_controller
 from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
+from benchmark.controllers.feedback_retry import failing_lines
 from benchmark.errors import MarathonError
 from benchmark.experiment import RunConfig, check_output_dir, plan_trials
 from benchmark.images import ImageSet, build_images
@@ -61,7 +64,7 @@ from benchmark.marathon import EpisodeSpec, Marathon, load_marathon
 from benchmark.model_access import ModelServices, model_upstreams
 from benchmark.progress import LiveProgress
 from benchmark.records import (AttemptRow, CheckRow, EpisodeRecords, EpisodeRow, RecordStore,
-                               TrialKeys, UsageRow)
+                               SelfCheckRow, TrialKeys, UsageRow)
 from benchmark.rundir import new_nonce
 from benchmark.sandbox import (TRIAL_LABEL, WORKSPACE, ArchiveOverLimit, Sandbox, SandboxLimits,
                                extract_snapshot, remove_run_resources, run_labels)
@@ -165,7 +168,11 @@ def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: 
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
     upstreams = model_upstreams(trials, agents, providers=config.providers)
-    images = build_images(agent=True, log=log, runtime=marathon.runtime)
+    for name, agent in agents.items():
+        for effort in {t.effort for t in trials if t.agent == name}:
+            agent.check_effort(effort)
+    images = build_images(agent=True, log=log, runtime=marathon.runtime,
+                          agents=[n for n, a in agents.items() if isinstance(a, DeclaredAgent)])
     return Plan(run_id=run_id, nonce=nonce, config=config, marathon=marathon, arms=arms,
                 images=images, trials=trials, model_upstreams=upstreams)
 
@@ -189,7 +196,8 @@ def plan_components(plan: Plan) -> dict[str, str]:
         "marathon": plan.marathon.content_hash(),
         "episodes": _digest(plan.marathon.episode_ids),
         "arms": _digest({n: a.config_hash() for n, a in plan.arms.items()}),
-        "images": _digest({"scorer": plan.images.scorer, "agent": plan.images.agent}),
+        "images": _digest({"scorer": plan.images.scorer, "agent": plan.images.agent,
+                           **({"agents": plan.images.agents} if plan.images.agents else {})}),
         "trials": _digest([t.model_dump(mode="json") for t in plan.trials]),
         "limits": _digest({"sandbox": plan.sandbox_limits.model_dump(mode="json"),
                            "scorer": plan.scorer_limits.model_dump(mode="json", exclude={"processes"})}),
@@ -227,6 +235,10 @@ def plan_differences(manifest: Manifest, plan: Plan) -> list[str]:
                 if getattr(plan.images, role) != getattr(manifest.images, role):
                     out.append(f"the {role} image changed ({getattr(manifest.images, role)} -> "
                                f"{getattr(plan.images, role)})")
+            for name, tag in plan.images.agents.items():
+                if tag != manifest.images.agents.get(name):
+                    out.append(f"the image of agent {name!r} changed "
+                               f"({manifest.images.agents.get(name)} -> {tag})")
         elif key == "trials":
             out.append(f"the planned trials ({len(manifest.trials)} recorded, {len(plan.trials)} now)")
         elif key == "config":
@@ -270,10 +282,11 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
         episodes=plan.marathon.episode_ids,
         arm_hashes={n: a.config_hash() for n, a in plan.arms.items()}, images=plan.images,
         arm_settings={n: a.model_dump(mode="json", include={"controller", "feedback", "max_attempts",
-                                                             "session_continuity", "budget"})
+                                                             "session_continuity", "budget",
+                                                             "self_checks"})
                       for n, a in plan.arms.items()},
-        agent_cli_versions={"claude-code": plan.images.claude_code_version,
-                            "codex": plan.images.codex_version},
+        agent_cli_versions=agent_versions(plan.config.agents),
+        agent_hashes=agent_hashes(plan.config.agents),
         simulated=bool(simulated_models(models)), simulated_models=simulated_models(models),
         model_upstreams=plan.model_upstreams, trials=plan.trials, started_at=now,
         plan_hash=_digest(components), plan_components=components,
@@ -461,7 +474,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
             if row.episode_index == done.get(row.trial_id):
                 last_scores[row.trial_id] = row.score
         todo = [t for t in plan.trials if done[t.trial_id] < n_episodes]
-        if any(get_agent(t.agent).uses_model for t in todo):
+        if any(get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
             services = ModelServices.start(plan.nonce, run_dir, plan.config.marathon, todo,
                                            plan.config.providers)
         progress = LiveProgress(plan.trials, n_episodes, done, last_scores, console=console, live=display)
@@ -610,8 +623,11 @@ class TrialRunner:
     """Plays one trial's episodes in its sandbox (implements the controllers' ``TrialContext``)."""
 
     def __init__(self, plan: Plan, keys: TrialKeys, sandbox: Sandbox, agent: Agent, run_dir: Path,
-                 stop: threading.Event, progress: LiveProgress, work: Path):
+                 stop: threading.Event, progress: LiveProgress, work: Path,
+                 token: str | None = None):
         self.plan, self.keys, self.sandbox, self.agent = plan, keys, sandbox, agent
+        self.token = token
+        """The trial's proxy token (``None`` without a channel): ``marathon-check`` presents it."""
         self.arm = plan.arms[keys.arm]
         self.run_dir, self.stop, self.progress = run_dir, stop, progress
         self.work = work / keys.trial_id
@@ -621,6 +637,10 @@ class TrialRunner:
         self.controller = get_controller(self.arm)
         self._meta: dict[int, _AttemptMeta] = {}
         self._head: str | None = None
+        # Self-checks: one at a time, and never while an attempt is being scored.
+        self._check_lock = threading.Lock()
+        self._current: tuple[EpisodeSpec, int] | None = None
+        self._self_checks: list[SelfCheckRow] = []
 
     def _artifacts(self, episode: str, attempt: int | None = None) -> Path:
         base = self.run_dir / "artifacts" / self.keys.trial_id / episode
@@ -638,10 +658,113 @@ class TrialRunner:
         art.mkdir(parents=True, exist_ok=True)
         write_bytes(art / "prompt.md", prompt)
         self.progress.update(self.keys.trial_id, episode=episode.id, attempt=attempt, phase="agent")
+        with self._check_lock:
+            self._current = (episode, attempt)
+        check_env = {"MARATHON_TOKEN": self.token} if self.arm.self_checks and self.token else {}
         return AttemptContext(trial_id=self.keys.trial_id, episode=episode, attempt=attempt,
                               arm=self.arm, model=self.keys.model, effort=self.keys.effort,
                               time_limit_s=self.plan.config.time_limit_s,
-                              transcript=art / "transcript")
+                              transcript=art / "transcript", check_env=check_env)
+
+    def _score_workspace(self, episode: EpisodeSpec, archive: Path) -> tuple[Scoring, object]:
+        """Stream the workspace as it stands to ``archive`` (within the sandbox's archive
+        limits) and score it to a verdict on every check (:func:`~benchmark.scorer.score_snapshot`:
+        re-scored while a check has no verdict) against every gate active after ``episode``,
+        with the trial's seed: the one scoring path of attempts and self-checks. A workspace
+        over the limits is not scored: every active check is ``failed`` with the reason (the
+        agent's doing).
+
+        Returns:
+            ``(Scoring, ArchiveInfo or None when over the limits)``.
+
+        Raises:
+            ScoringFailure: checks still without a verdict after every re-score.
+        """
+        try:
+            info = self.sandbox.archive(archive)
+        except ArchiveOverLimit as e:
+            return Scoring(scorings=1, checks=[
+                CheckResult(**c.model_dump(), outcome=Outcome.failed, duration_s=0.0,
+                            message=f"workspace not scored: {e}")
+                for c in list_checks(self.marathon, self.marathon.active_gates(episode.id))]), None
+        snapshot = self.work / "snapshot"
+        shutil.rmtree(snapshot, ignore_errors=True)
+        try:
+            extract_snapshot(archive, snapshot)
+            scoring = score_snapshot(
+                snapshot, self.plan.marathon, episode.id, self.keys.seed,
+                image=self.plan.images.scorer, limits=self.plan.scorer_limits,
+                labels={**run_labels(self.plan.run_id, self.plan.nonce), TRIAL_LABEL: self.keys.trial_id},
+                tmp_dir=self.work)
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
+        return scoring, info
+
+    def self_check(self) -> dict:
+        """Serve one ``marathon-check`` of the running attempt (called by the proxy, in a worker
+        thread): score the workspace as it stands, exactly as after an attempt, and answer what
+        the arm's feedback level allows; at most ``arm.self_checks`` counted ones per episode.
+        Every request is recorded as a :class:`SelfCheckRow`.
+
+        Returns:
+            ``{"status": green|red|limit_reached|no_verdict|unavailable, "text": ...}``.
+        """
+        with self._check_lock:
+            if self._current is None or self.stop.is_set():
+                return {"status": "unavailable",
+                        "text": "marathon-check: no attempt is running now; nothing was scored."}
+            episode, attempt = self._current
+            limit = self.arm.self_checks
+            used = sum(r.counted for r in self._self_checks)
+            base = dict(**self.keys.model_dump(), episode=episode.id, attempt=attempt,
+                        index=len(self._self_checks) + 1, at=utcnow())
+            if used >= limit:
+                text = (f"marathon-check: the limit of {limit} self-check{'s' * (limit != 1)} for "
+                        "this episode is reached; nothing was scored.")
+                self._self_checks.append(SelfCheckRow(
+                    **base, status="limit_reached", counted=False, commit=None, score=None,
+                    gates_active=None, gates_passed=None, checks_total=None, checks_passed=None,
+                    scoring_s=0.0, shown=text))
+                return {"status": "limit_reached", "text": text}
+            t0 = time.monotonic()
+            try:
+                commit = self.sandbox.snapshot_commit(f"marathon: {episode.id} self-check")
+                archive = self.work / f"{episode.id}.self-check.tar"
+                try:
+                    checks = self._score_workspace(episode, archive)[0].checks
+                finally:
+                    archive.unlink(missing_ok=True)
+            except Exception as e:  # a harness failure is not a verdict on the workspace
+                checks, commit = [], None
+                why = f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            else:
+                why = ""
+            elapsed = time.monotonic() - t0
+            if not checks or any(c.outcome == Outcome.error for c in checks):
+                text = ("marathon-check: the harness could not score the workspace this time (no "
+                        "verdict); this self-check is not counted, try again.")
+                self._self_checks.append(SelfCheckRow(
+                    **base, status="no_verdict", counted=False, commit=commit, score=None,
+                    gates_active=None, gates_passed=None, checks_total=None, checks_passed=None,
+                    scoring_s=elapsed, shown=text))
+                if why:
+                    self.progress.update(self.keys.trial_id, phase=f"self-check failed: {why[:50]}")
+                return {"status": "no_verdict", "text": text}
+            verdicts = gate_verdicts(checks)
+            green = all(verdicts.values())
+            head = f"marathon-check {used + 1}/{limit}"
+            if green:
+                text = f"{head}: every active gate passes."
+            else:
+                text = "\n".join([f"{head}: some hidden gates fail.", "", "Failing gates and checks:",
+                                  *failing_lines(checks, self.arm.feedback)])
+            self._self_checks.append(SelfCheckRow(
+                **base, status="green" if green else "red", counted=True, commit=commit,
+                score=gate_score(checks), gates_active=len(verdicts),
+                gates_passed=sum(verdicts.values()), checks_total=len(checks),
+                checks_passed=sum(c.outcome == Outcome.passed for c in checks),
+                scoring_s=elapsed, shown=text))
+            return {"status": "green" if green else "red", "text": text}
 
     def _score(self, episode: EpisodeSpec, attempt: int, result: AttemptResult) -> list[CheckResult]:
         """Commit the workspace, stream its archive to the trial's work directory (within the
@@ -656,30 +779,13 @@ class TrialRunner:
         if self.stop.is_set():
             raise Interrupted()
         self.progress.update(self.keys.trial_id, phase="scoring")
+        with self._check_lock:  # waits for a self-check in flight; later ones are refused
+            self._current = None
         t0 = time.monotonic()
         self.sandbox.kill_agent_processes()
         commit = self.sandbox.commit(f"marathon: {episode.id} attempt {attempt}")
         archive = self.work / f"{episode.id}.{attempt}.tar"
-        try:
-            info = self.sandbox.archive(archive)
-        except ArchiveOverLimit as e:
-            info = None
-            scoring = Scoring(scorings=1, checks=[
-                CheckResult(**c.model_dump(), outcome=Outcome.failed, duration_s=0.0,
-                            message=f"workspace not scored: {e}")
-                for c in list_checks(self.marathon, self.marathon.active_gates(episode.id))])
-        if info is not None:
-            snapshot = self.work / "snapshot"
-            shutil.rmtree(snapshot, ignore_errors=True)
-            try:
-                extract_snapshot(archive, snapshot)
-                scoring = score_snapshot(
-                    snapshot, self.plan.marathon, episode.id, self.keys.seed,
-                    image=self.plan.images.scorer, limits=self.plan.scorer_limits,
-                    labels={**run_labels(self.plan.run_id, self.plan.nonce), TRIAL_LABEL: self.keys.trial_id},
-                    tmp_dir=self.work)
-            finally:
-                shutil.rmtree(snapshot, ignore_errors=True)
+        scoring, info = self._score_workspace(episode, archive)
         checks = scoring.checks
         art = self._artifacts(episode.id, attempt)
         self.sandbox.diff(self._head, commit, art / "workspace.diff")
@@ -772,6 +878,8 @@ class TrialRunner:
             raise Interrupted()
         shutil.rmtree(self._artifacts(episode.id), ignore_errors=True)  # a crashed earlier try
         self._meta.clear()
+        with self._check_lock:
+            self._self_checks = []
         started_at, t0 = utcnow(), time.monotonic()
         attempts = self.controller.run(self, episode, self.plan.marathon.brief_text(episode.id),
                                        self.agent, lambda n, r: self._score(episode, n, r))
@@ -816,8 +924,11 @@ class TrialRunner:
             started_at=started_at, ended_at=utcnow(), wall_s=wall_s, agent_s=agent_s,
             scoring_s=sum(m.scoring_s for m in self._meta.values()),
             overhead_s=max(0.0, wall_s - agent_s), commit=self._meta[final.number].commit,
+            self_checks=sum(r.counted for r in self._self_checks),
+            self_check_recoveries=sum(r.status == "red" for r in self._self_checks),
         )
-        return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows)
+        return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows,
+                              self_checks=list(self._self_checks))
 
 
 def _decision(attempt, max_attempts: int) -> str:
@@ -854,16 +965,18 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
     if stop.is_set():
         raise Interrupted()
     agent = get_agent(keys.agent)
+    arm = plan.arms[keys.arm]
     endpoint = None
-    if agent.uses_model:
+    if agent.uses_model or arm.self_checks:
         if services is None:
             raise MarathonError(f"trial {keys.trial_id}: agent {keys.agent} needs the metering proxy")
         endpoint = services.open_trial(keys)
-        agent.attach(endpoint)
+        if agent.uses_model:
+            agent.attach(endpoint)
     # No container has a network; a model agent's reaches the proxy's socket through a forwarder.
     try:
         sandbox = Sandbox.create(run_id=plan.run_id, nonce=plan.nonce, trial_id=keys.trial_id,
-                                 image=plan.images.agent,
+                                 image=plan.images.for_agent(agent.name),
                                  proxy_dir=endpoint.socket_dir if endpoint is not None else None,
                                  limits=plan.sandbox_limits)
     except BaseException:
@@ -871,7 +984,10 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
             services.close_trial(endpoint)
         raise
     try:
-        runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress, work)
+        token = endpoint.token.get_secret_value() if endpoint is not None else None
+        runner = TrialRunner(plan, keys, sandbox, agent, run_dir, stop, progress, work, token=token)
+        if arm.self_checks and endpoint is not None:
+            services.proxy.set_self_check(token, runner.self_check)
         runner.start(start_index)
         for index in range(start_index, len(plan.marathon.episodes)):
             episode = plan.marathon.episodes[index]

@@ -5,8 +5,11 @@
   pytest, pytest-timeout and git.
 - ``marathon-scorer``: the base plus the scorer's pytest config and launcher, and ``/scorer``
   (mode 0700: the product uid cannot enter it), where the gates and reports are mounted.
-- ``marathon-agent``: the base plus Node and exact versions of the Claude Code and Codex CLIs
-  from the npm registry, a non-root ``agent`` user and ``/workspace``.
+- ``marathon-agent``: the base plus Node, npm and socat, the ``marathon-check`` command
+  (self-checks, see ``docs/arms.md``), a non-root ``agent`` user and ``/workspace``.
+- ``marathon-agent-<NAME>``: for each declared agent (``agents/NAME.toml``), the agent image
+  (or the image of the agent it ``extends``) plus its pinned apt, npm and PyPI packages and the
+  files shipped beside its TOML, and the TOML itself (:func:`build_agent_image`).
 
 A marathon that declares a ``[runtime]`` (:class:`~benchmark.marathon.RuntimeSpec`: Debian
 packages, an exact Node.js) gets its own scorer and agent images, derived from the plain ones:
@@ -30,6 +33,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker.errors
 from pydantic import BaseModel
@@ -38,6 +42,9 @@ from benchmark.docker_env import client
 from benchmark.errors import MarathonError
 from benchmark.marathon import RuntimeSpec
 
+if TYPE_CHECKING:
+    from benchmark.agents.spec import AgentSpec
+
 RECIPES = Path(__file__).parent / "images"
 
 #: Debian suite of the base image.
@@ -45,9 +52,8 @@ DEBIAN_SUITE = "bookworm"
 #: Packages of the base image (besides debootstrap's minbase set).
 BASE_PACKAGES = ("python3", "python3-pytest", "python3-pytest-timeout", "git",
                  "ca-certificates", "procps")
-#: Exact agent CLI versions from the npm registry; recorded in every run's manifest.
-CLAUDE_CODE_VERSION = "2.1.330"
-CODEX_VERSION = "0.169.0"
+#: Where a declared agent's packages and TOML go in its derived image.
+AGENT_PREFIX = "/opt/marathon/agents"
 
 Log = Callable[[str], None]
 
@@ -62,8 +68,11 @@ class ImageSet(BaseModel):
     """Tag of the scorer image the checks run in: ``marathon-scorer:<hash>``, or
     ``marathon-scorer-runtime:<hash>`` for a marathon with a runtime."""
     agent: str | None = None
-    """Tag of the agent image trials run in (``marathon-agent`` or ``marathon-agent-runtime``);
-    ``None`` when it was not requested."""
+    """Tag of the agent image trials of Python agents (``oracle``, ``nop``) run in
+    (``marathon-agent`` or ``marathon-agent-runtime``), the parent of every declared agent's
+    image; ``None`` when it was not requested."""
+    agents: dict[str, str] = {}
+    """Declared agent name -> tag of its derived image (``marathon-agent-<name>:<hash>``)."""
     runtime: RuntimeSpec | None = None
     """The marathon's ``[runtime]`` declaration the scorer and agent images were derived with;
     ``None``: the plain images."""
@@ -71,10 +80,17 @@ class ImageSet(BaseModel):
     """Derived image tag -> tag of the plain image it was built on (empty without a runtime)."""
     ids: dict[str, str] = {}
     """Docker image id (``sha256:...``) per tag."""
-    claude_code_version: str = CLAUDE_CODE_VERSION
-    """Pinned ``@anthropic-ai/claude-code`` version in the agent image."""
-    codex_version: str = CODEX_VERSION
-    """Pinned ``@openai/codex`` version in the agent image."""
+
+    def for_agent(self, name: str) -> str:
+        """The image trials of agent ``name`` run in: its derived image, else the agent image.
+
+        Raises:
+            MarathonError: no agent image was built.
+        """
+        tag = self.agents.get(name) or self.agent
+        if tag is None:
+            raise MarathonError(f"no agent image was built for agent {name!r}")
+        return tag
 
 
 def _hash(*parts: str | bytes) -> str:
@@ -188,12 +204,20 @@ def _build_dockerfile(name: str, recipe: str, files: dict[str, bytes], parent: s
     tag, text = _recipe(name, recipe, files, parent, **params)
     if _exists(tag):
         return tag
+    return _build_text(tag, text, files, log, network=network, build_files=build_files)
+
+
+def _build_text(tag: str, text: str, files: dict[str, bytes], log: Log, network: bool = True,
+                build_files: dict[str, bytes] | None = None,
+                modes: dict[str, int] | None = None) -> str:
+    """Build ``tag`` from a Dockerfile text and a context of in-memory files."""
     log(f"building {tag}")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for fname, data in {"Dockerfile": text.encode(), **files, **(build_files or {})}.items():
             info = tarfile.TarInfo(fname)
             info.size = len(data)
+            info.mode = (modes or {}).get(fname, 0o644)
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     try:
@@ -253,19 +277,89 @@ def build_runtime(parent: str, runtime: RuntimeSpec, log: Log = print) -> str:
     )
 
 
-def build_images(agent: bool = True, log: Log = print, runtime: RuntimeSpec | None = None) -> ImageSet:
+def agent_recipe(spec: "AgentSpec", parent: str) -> tuple[str, str, dict[str, bytes], dict[str, int]]:
+    """``(tag, Dockerfile, files, file modes)`` of a declared agent's image on ``parent``, without building.
+
+    The tag is ``marathon-agent-<name>:<hash>``, the hash over the parent tag, the Dockerfile
+    (made from ``[install]``) and the files copied in: the shipped files (with their mode) and
+    the agent's TOML (at ``/opt/marathon/agents/<name>.toml``), so any change to the TOML or a
+    shipped file gives a new tag. Unchanged install steps come from Docker's build cache.
+    """
+    inst, home = spec.install, f"{AGENT_PREFIX}/{spec.name}"
+    lines = [f"# Agent {spec.name} {spec.version}, declared in agents/{spec.name}.toml",
+             f"FROM {parent}", "USER root", "COPY build-ca.crt /tmp/build-ca.crt"]
+    apt = list(inst.apt) + (["python3-venv"] if inst.pip and "python3-venv" not in inst.apt else [])
+    if apt:
+        lines.append("RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+                     f"--no-install-recommends {' '.join(apt)} && rm -rf /var/lib/apt/lists/*")
+    path = []
+    if inst.npm:
+        lines.append(f"RUN npm install --prefix {home}/npm --no-fund --no-audit --cafile=/tmp/build-ca.crt "
+                     f"{' '.join(inst.npm)} && npm cache clean --force")
+        path.append(f"{home}/npm/node_modules/.bin")
+    if inst.pip:
+        lines.append(f"RUN python3 -m venv {home}/venv && {home}/venv/bin/pip install --no-cache-dir "
+                     f"--disable-pip-version-check --cert /tmp/build-ca.crt {' '.join(inst.pip)}")
+        path.append(f"{home}/venv/bin")
+    files: dict[str, bytes] = {}
+    modes: dict[str, int] = {}
+    for i, (dest, src) in enumerate(sorted(spec.shipped().items())):
+        name = f"shipped/{i}-{src.name}"
+        files[name] = src.read_bytes()
+        modes[name] = src.stat().st_mode & 0o755 | 0o644
+        lines.append(f"COPY --chown=1000:1000 {name} {dest}")
+    files[f"{spec.name}.toml"] = spec.source.read_bytes()
+    lines.append(f"COPY {spec.name}.toml {AGENT_PREFIX}/{spec.name}.toml")
+    lines.append("RUN rm -f /tmp/build-ca.crt")
+    if path:
+        lines.append(f"ENV PATH={':'.join(path)}:$PATH")
+    lines.append("USER 1000:1000")
+    text = "\n".join(lines) + "\n"
+    mode_text = "".join(f"{k}={v:o};" for k, v in sorted(modes.items()))
+    tag = f"marathon-agent-{spec.name}:{_hash('agent', spec.name, parent, text, mode_text, *sorted(files), *[files[k] for k in sorted(files)])}"
+    return tag, text, files, modes
+
+
+def build_agent_image(spec: "AgentSpec", parent: str, log: Log = print) -> str:
+    """Derive the image of declared agent ``spec`` from ``parent`` (the agent image, or the
+    image of the agent it extends) unless its tag exists; return the tag (:func:`agent_recipe`).
+
+    Built with host networking (the package registries); the build host's CA bundle is used for
+    the downloads and removed afterwards.
+
+    Raises:
+        MarathonError: the build failed (unknown package or version, registry unreachable);
+            the message names the image and the failing step.
+    """
+    tag, text, files, modes = agent_recipe(spec, parent)
+    if _exists(tag):
+        return tag
+    return _build_text(tag, text, files, log, build_files={"build-ca.crt": host_ca_bundle()},
+                       modes=modes)
+
+
+def build_images(agent: bool = True, log: Log = print, runtime: RuntimeSpec | None = None,
+                 agents: list[str] | None = None) -> ImageSet:
     """Build (or find) every harness image a marathon needs and return their tags and ids.
 
     Args:
-        agent: also build the agent image (needs the npm registry; a few minutes the first time).
+        agent: also build the agent image and the declared agents' images (needs the package
+            registries; a few minutes the first time).
         log: receives one line per build step.
+        agents: the declared agents whose images to build (names or TOML paths); ``None``: every
+            agent in ``agents/``. Agents written in Python need none.
         runtime: the marathon's ``[runtime]``; when given (and not empty), the returned scorer
             and agent tags are the images derived with it (:func:`build_runtime`), and
-            ``derived_from`` maps them to the plain ones. ``None``: the plain images.
+            ``derived_from`` maps them to the plain ones; the declared agents' images are then
+            derived from the runtime's agent image (runtime + agent packages). ``None``: the
+            plain images.
 
     Raises:
-        MarathonError: a build failed; the message names the image and the failing step.
+        MarathonError: a build failed, or an agent's TOML is invalid; the message names the
+            image and the failing step, or the file and the field.
     """
+    from benchmark.agents.spec import declared_names, lineage, load_agent_spec
+
     base = build_base(log)
     scorer = _build_dockerfile(
         "marathon-scorer", "scorer.Dockerfile",
@@ -276,19 +370,27 @@ def build_images(agent: bool = True, log: Log = print, runtime: RuntimeSpec | No
     agent_tag = None
     if agent:
         agent_tag = _build_dockerfile(
-            "marathon-agent", "agent.Dockerfile", {}, base, log, network=True,
-            build_files={"build-ca.crt": host_ca_bundle()},
-            claude_code_version=CLAUDE_CODE_VERSION, codex_version=CODEX_VERSION,
+            "marathon-agent", "agent.Dockerfile",
+            {"marathon_check.py": (RECIPES / "marathon_check.py").read_bytes()}, base, log,
+            network=True,
         )
-    derived: dict[str, str] = {}
+    runtime_derived: dict[str, str] = {}
     if runtime is not None and not runtime.empty:
         for plain in (scorer, agent_tag):
             if plain:
-                derived[build_runtime(plain, runtime, log)] = plain
-        scorer = next(t for t, p in derived.items() if p == scorer)
-        agent_tag = next((t for t, p in derived.items() if p == agent_tag), None)
+                runtime_derived[build_runtime(plain, runtime, log)] = plain
+        scorer = next(t for t, p in runtime_derived.items() if p == scorer)
+        agent_tag = next((t for t, p in runtime_derived.items() if p == agent_tag), None)
     else:
         runtime = None
-    tags = [t for t in (base, scorer, agent_tag, *derived.values()) if t]
-    return ImageSet(base=base, scorer=scorer, agent=agent_tag, runtime=runtime,
-                    derived_from=derived, ids={t: _image_id(t) for t in tags})
+    derived: dict[str, str] = {}
+    if agent_tag is not None:  # declared agents on the (runtime's) agent image
+        for name in declared_names() if agents is None else agents:
+            parent = agent_tag
+            for spec in lineage(load_agent_spec(name)):
+                if spec.name not in derived:
+                    derived[spec.name] = build_agent_image(spec, parent, log)
+                parent = derived[spec.name]
+    tags = [t for t in (base, scorer, agent_tag, *runtime_derived.values(), *derived.values()) if t]
+    return ImageSet(base=base, scorer=scorer, agent=agent_tag, agents=derived, runtime=runtime,
+                    derived_from=runtime_derived, ids={t: _image_id(t) for t in tags})

@@ -115,7 +115,11 @@ class Manifest(BaseModel):
     images: ImageSet
     """Tags and ids of the harness images."""
     agent_cli_versions: dict[str, str]
-    """Agent CLI -> exact version installed in the agent image."""
+    """Declared agent -> the version its ``agents/NAME.toml`` installs (e.g. ``claude-code``:
+    ``2.1.330``)."""
+    agent_hashes: dict[str, str] = {}
+    """Declared agent -> SHA-256 over its TOML and the files shipped beside it (their image
+    tags, in ``images.agents``, change with them)."""
     simulated: bool
     """Whether any model of the run is simulated (name starts with ``scripted/``)."""
     simulated_models: list[str]

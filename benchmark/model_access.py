@@ -160,15 +160,20 @@ class ModelServices:
     def open_trial(self, keys: TrialKeys) -> ModelEndpoint:
         """Open a trial's access: a fresh token, valid only on the trial's own socket, in a new
         directory under :attr:`socket_dir` (the endpoint's ``socket_dir``, to mount into the
-        trial's container), for the trial's protocol, provider and model only.
+        trial's container), for the trial's protocol, provider and model only. For an agent
+        that uses no model (a trial opened for its arm's self-checks) no model request is ever
+        forwarded.
 
         Raises:
             MarathonError: the route cannot be resolved, or the socket cannot be opened.
         """
-        route = trial_route(keys, get_agent(keys.agent), self.providers, self.environ)
+        agent = get_agent(keys.agent)
+        route = trial_route(keys, agent, self.providers, self.environ) if agent.uses_model else None
         trial_dir = Path(tempfile.mkdtemp(prefix="t-", dir=self.socket_dir))
         trial_dir.chmod(0o755)
         try:
+            if route is None:  # a channel for self-checks only: no model may be named
+                return self.proxy.open_trial(keys, models=[], socket=trial_dir / PROXY_SOCKET)
             return self.proxy.open_trial(keys, protocol=route.protocol, upstream=route.provider,
                                          models=[route.upstream_model],
                                          socket=trial_dir / PROXY_SOCKET)

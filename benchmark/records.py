@@ -7,7 +7,9 @@ A run directory holds five tables in long (tidy) form, one Parquet file each, do
 - ``episodes.parquet``: one row per finished episode of a trial;
 - ``attempts.parquet``: one row per attempt (the first and every recovery attempt);
 - ``checks.parquet``: one row per trial x episode x attempt x gate x check;
-- ``usage.parquet``: one row per model call or agent-reported usage figure (may be empty).
+- ``usage.parquet``: one row per model call or agent-reported usage figure (may be empty);
+- ``self_checks.parquet``: one row per self-check an agent asked for with ``marathon-check``
+  (arms with ``self_checks``; may be empty).
 
 Every row carries the trial keys (:class:`TrialKeys`). Rows are written once per finished episode
 as parts (``parts/<table>/<trial>.<episode>.parquet``, temp file + ``os.replace``; the
@@ -38,7 +40,7 @@ from benchmark.storage import atomic_file
 SCHEMA_VERSION = 2
 
 #: Names of the tables, in the order they are documented.
-TABLES = ("trials", "episodes", "attempts", "checks", "usage")
+TABLES = ("trials", "episodes", "attempts", "checks", "usage", "self_checks")
 
 
 class _Row(BaseModel):
@@ -89,6 +91,10 @@ class TrialRow(TrialKeys):
     rollbacks: int
     """Rollbacks of the workspace to the last all-green commit, over the finished episodes
     (``governed`` arms only; 0 otherwise)."""
+    self_checks: int | None = 0
+    """Self-checks used over the finished episodes (see ``episodes.self_checks``)."""
+    self_check_recoveries: int | None = 0
+    """Red self-checks over the finished episodes (see ``episodes.self_check_recoveries``)."""
     final_score: float | None
     """Share of the gates active after the last episode that pass, after its final attempt;
     null until the trial is complete."""
@@ -143,6 +149,12 @@ class EpisodeRow(TrialKeys):
     """Harness overhead in seconds: ``wall_s - agent_s`` (container work, scoring, records)."""
     commit: str | None
     """Workspace commit after the final attempt; null if the agent broke the repository."""
+    self_checks: int | None = 0
+    """Self-checks the agent used in the episode (``marathon-check`` scorings counted against
+    the arm's ``self_checks`` limit; 0 for arms without self-checks)."""
+    self_check_recoveries: int | None = 0
+    """Red self-checks in the episode: each one the agent was shown failing gates inside an
+    attempt and could go on working (in-episode recovery attempts)."""
 
 
 class AttemptRow(TrialKeys):
@@ -238,6 +250,44 @@ class CheckRow(TrialKeys):
     """Wall time of the check in seconds, as pytest measured it."""
 
 
+class SelfCheckRow(TrialKeys):
+    """One self-check: the agent ran ``marathon-check`` inside an attempt and the harness scored
+    the workspace as it stood (or refused, past the arm's limit)."""
+
+    episode: str
+    """Episode id."""
+    attempt: int
+    """Attempt number in the episode during which the self-check was asked for, 1-based."""
+    index: int
+    """Number of the request in the episode, 1-based (every request, refused ones included)."""
+    at: datetime
+    """When the request arrived (UTC)."""
+    status: Literal["green", "red", "limit_reached", "no_verdict"]
+    """``green`` (every active gate passes), ``red`` (some gate fails), ``limit_reached`` (the
+    episode's ``self_checks`` were used up: nothing was scored) or ``no_verdict`` (the scoring
+    left a check without a verdict: nothing red is shown and it is not counted)."""
+    counted: bool
+    """Whether it counts against the arm's limit (``green`` and ``red`` do)."""
+    commit: str | None
+    """Commit object of the workspace snapshot that was scored (made with a private index, so
+    the agent's branch, index and files are untouched); null when nothing was scored or the
+    repository was broken."""
+    score: float | None
+    """Share of the active gates passing in the snapshot, 0..1; null when not scored."""
+    gates_active: int | None
+    """Number of gates active after the episode; null when not scored."""
+    gates_passed: int | None
+    """Number of those passing; null when not scored."""
+    checks_total: int | None
+    """Number of checks scored; null when not scored."""
+    checks_passed: int | None
+    """Number of checks passing; null when not scored."""
+    scoring_s: float
+    """Seconds spent snapshotting and scoring (0 when not scored)."""
+    shown: str
+    """Exactly what ``marathon-check`` printed to the agent."""
+
+
 class UsageCall(_Row):
     """One usage figure of an attempt: a model call seen by the proxy, or a total the agent
     reported. Agents that use no model report none."""
@@ -302,7 +352,7 @@ class UsageRow(UsageCall, _UsageAt):
 
 ROW_MODELS: dict[str, type[_Row]] = {
     "trials": TrialRow, "episodes": EpisodeRow, "attempts": AttemptRow,
-    "checks": CheckRow, "usage": UsageRow,
+    "checks": CheckRow, "usage": UsageRow, "self_checks": SelfCheckRow,
 }
 
 
@@ -372,6 +422,8 @@ class EpisodeRecords(BaseModel):
     """One row per attempt x check."""
     usage: list[UsageRow]
     """Usage figures of the attempts (may be empty)."""
+    self_checks: list[SelfCheckRow] = []
+    """Self-checks asked for during the episode (may be empty)."""
 
 
 class RecordStore:
@@ -397,11 +449,14 @@ class RecordStore:
             key = (t.column("trial_id")[0].as_py(), t.column("episode")[0].as_py())
             finished.add(key)
             self._parts["episodes"][key] = t
-        for table in ("attempts", "checks", "usage"):
+        for table in ("attempts", "checks", "usage", "self_checks"):
             for trial_id, episode in finished:
                 path = self._part_path(table, trial_id, episode)
-                # A finished episode has all its parts: they are written before its episodes part.
-                self._parts[table][(trial_id, episode)] = read_part(path, table)
+                # A finished episode has all its parts: they are written before its episodes part
+                # (runs of harness versions before self-checks have no self_checks parts).
+                self._parts[table][(trial_id, episode)] = (
+                    read_part(path, table) if path.is_file() or table != "self_checks"
+                    else to_table(table, []))
 
     def finished(self) -> set[tuple[str, str]]:
         """``(trial_id, episode)`` of every finished episode."""
@@ -426,6 +481,7 @@ class RecordStore:
             "attempts": to_table("attempts", records.attempts),
             "checks": to_table("checks", records.checks),
             "usage": to_table("usage", records.usage),
+            "self_checks": to_table("self_checks", records.self_checks),
             "episodes": to_table("episodes", [records.episode]),
         }
         for table, data in parts.items():  # episodes last: it marks the episode finished
@@ -465,6 +521,8 @@ class RecordStore:
                 attempts=sum(r["attempts"] for r in eps),
                 recovery_attempts=sum(r["recovery_attempts"] for r in eps),
                 rollbacks=sum(r["rollbacks"] for r in eps),
+                self_checks=sum(r.get("self_checks") or 0 for r in eps),
+                self_check_recoveries=sum(r.get("self_check_recoveries") or 0 for r in eps),
                 final_score=eps[-1]["score"] if done == n_episodes and eps else None,
                 last_score=eps[-1]["score"] if eps else None,
                 started_at=eps[0]["started_at"] if eps else None,

@@ -543,6 +543,25 @@ class Sandbox:
         """Write in-memory files (``relative path -> content``) under ``dest``, owned by uid 1000."""
         self.put_tar(tar_files(files), dest)
 
+    def get_file(self, path: str, *, limit: int) -> bytes | None:
+        """The content of regular file ``path`` in the container, or ``None`` when it is
+        missing, not a regular file, or larger than ``limit`` bytes."""
+        try:
+            stream, stat = self.container.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as e:
+            raise MarathonError(f"trial {self.trial_id}: reading {path} failed: {e.explanation or e}") from None
+        if int(stat.get("size") or 0) > limit:
+            return None
+        data = b"".join(stream)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = next((m for m in tar.getmembers()), None)
+            if member is None or not member.isfile() or member.size > limit:
+                return None
+            f = tar.extractfile(member)
+            return f.read() if f is not None else None
+
     def clear_workspace(self) -> None:
         """Delete everything in ``/workspace`` except ``.git``."""
         self.run(f"find {WORKSPACE} -mindepth 1 -maxdepth 1 ! -name .git -exec rm -rf {{}} +")
@@ -574,6 +593,22 @@ class Sandbox:
         script = f"git add -A && git commit -q --allow-empty --no-verify -m {shlex.quote(message)}"
         res = self.exec(["sh", "-c", script], timeout_s=120)
         return self.head() if res.exit_code == 0 else None
+
+    def snapshot_commit(self, message: str) -> str | None:
+        """A commit object of the workspace as it stands, made with a private index and not put
+        on any branch: ``HEAD``, the index and the files stay as they are (safe while the agent
+        works). Its parent is ``HEAD``.
+
+        Returns:
+            The commit id, or ``None`` when the workspace is not a usable repository.
+        """
+        script = ('idx=$(mktemp) && trap \'rm -f "$idx"\' EXIT && '
+                  '{ cp .git/index "$idx" 2>/dev/null || true; } && '
+                  'GIT_INDEX_FILE="$idx" git add -A && tree=$(GIT_INDEX_FILE="$idx" git write-tree) && '
+                  f'git commit-tree "$tree" -p HEAD -m {shlex.quote(message)}')
+        res = self.exec(["sh", "-c", script], timeout_s=120)
+        commit = res.output.strip().splitlines()[-1:] if res.exit_code == 0 else []
+        return commit[0] if commit and len(commit[0]) == 40 else None
 
     def diff(self, base: str | None, head: str | None, dest: Path) -> int:
         """Write ``git diff --binary base head`` of the workspace to ``dest`` (atomically, at

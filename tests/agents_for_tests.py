@@ -214,3 +214,36 @@ class ChatAgent(ProxiedCLIAgent):
             return CLIRun(outcome=AttemptOutcome.agent_error, usage=rows,
                           error=f"exit {exit_code}: {last_text_line(ctx.transcript)}")
         return CLIRun(outcome=AttemptOutcome.ok, usage=rows)
+
+
+# -- an agent that uses marathon-check (no model: the channel is opened for the self-checks) -----
+
+@register
+class SelfCheckAgent(Agent):
+    """Tiny, an arm with ``self_checks = 2``: in e1 it self-checks the starter (red), tries a
+    forged token and no token, writes the greeting, self-checks (green), then once more (past
+    the limit); in e2 it self-checks before writing anything (count red, greet green), then
+    writes the counter. Every ``marathon-check`` output and exit status goes to the transcript
+    (``exit=N`` lines)."""
+
+    name = "test-self-check"
+
+    def _check(self, sandbox: Sandbox, ctx: AttemptContext, env: dict[str, str] | None = None,
+               out=None) -> None:
+        res = sandbox.exec(["sh", "-c", "marathon-check; echo exit=$?"], timeout_s=600,
+                           environment=ctx.check_env if env is None else env)
+        out.write(res.output)
+
+    def run(self, sandbox: Sandbox, prompt: str, ctx: AttemptContext) -> AttemptResult:
+        with open(ctx.transcript, "w") as out:
+            if ctx.episode.id == "e1":
+                self._check(sandbox, ctx, out=out)
+                self._check(sandbox, ctx, {"MARATHON_TOKEN": "mt-" + "0" * 32}, out=out)
+                self._check(sandbox, ctx, {}, out=out)
+                sandbox.put_files({"tiny/__main__.py": GREET_ONLY.encode()})
+                self._check(sandbox, ctx, out=out)
+                self._check(sandbox, ctx, out=out)
+            else:
+                self._check(sandbox, ctx, out=out)
+                sandbox.put_files({"tiny/__main__.py": GREET_AND_COUNT.encode()})
+        return AttemptResult(outcome=AttemptOutcome.ok, duration_s=0.1, transcript=ctx.transcript)

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.agents.base import AttemptContext, AttemptOutcome, AttemptResult
-from benchmark.agents.claude_code import ClaudeCodeAgent
-from benchmark.agents.codex import CodexAgent
+from benchmark.agents import get_agent
 from benchmark.agents.proxied import COMMAND_FILE, RECONCILIATION_FILE, ProxiedCLIAgent
 from benchmark.arms import load_arm
 from benchmark.controllers.feedback_retry import feedback_prompt
@@ -72,7 +71,7 @@ class Trial:
         self.endpoint = open_trial(stack, {"trial_id": self.trial_id, "agent": agent.name},
                                    agent.protocol, model)
         self.sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=self.trial_id,
-                                      image=images.agent, proxy_dir=self.endpoint.socket_dir)
+                                      image=images.for_agent(agent.name), proxy_dir=self.endpoint.socket_dir)
         self.arm = load_arm(arm_name).model_copy(update={"session_continuity": continuity})
         self.agent, self.model, self.tmp, self.images = agent, model, tmp, images
         self.proxy = stack["proxy"]
@@ -121,7 +120,7 @@ def assert_reconciled(result: AttemptResult, ctx: AttemptContext, min_calls: int
 
 
 def test_claude_code_oracle_writes_e1_and_the_scorer_passes_it(stack, images, tmp_path):
-    trial = Trial(stack, images, ClaudeCodeAgent(), "prompt-only", "scripted/oracle", tmp_path)
+    trial = Trial(stack, images, get_agent("claude-code"), "prompt-only", "scripted/oracle", tmp_path)
     try:
         result, ctx = trial.attempt("e1", 1, LEDGER.brief_text("e1"))
         assert result.outcome == AttemptOutcome.ok, result.error
@@ -155,7 +154,7 @@ def test_claude_code_oracle_writes_e1_and_the_scorer_passes_it(stack, images, tm
 
 def test_claude_code_forgetful_falls_into_the_e2_trap_and_repairs_when_the_gate_is_named(
         stack, images, tmp_path):
-    trial = Trial(stack, images, ClaudeCodeAgent(), "feedback-retry", "scripted/forgetful",
+    trial = Trial(stack, images, get_agent("claude-code"), "feedback-retry", "scripted/forgetful",
                   tmp_path, continuity=True)
     try:
         result, _ = trial.attempt("e1", 1, LEDGER.brief_text("e1"))
@@ -185,14 +184,14 @@ def test_claude_code_forgetful_falls_into_the_e2_trap_and_repairs_when_the_gate_
 
 def test_codex_oracle_writes_e1_then_e2_in_a_resumed_thread_and_usage_reconciles(
         stack, images, tmp_path):
-    trial = Trial(stack, images, CodexAgent(), "prompt-only", "scripted/oracle", tmp_path,
+    trial = Trial(stack, images, get_agent("codex"), "prompt-only", "scripted/oracle", tmp_path,
                   continuity=True)
     try:
         result, ctx = trial.attempt("e1", 1, LEDGER.brief_text("e1"))
         assert result.outcome == AttemptOutcome.ok, result.error
         assert_reconciled(result, ctx)
         assert failing_gates(trial.score("e1")) == set()
-        thread = trial.agent.thread_id
+        thread = trial.agent.session_id
         assert thread
 
         # resumed: the CLI's usage is the thread's running total, the adapter records the difference
@@ -207,7 +206,7 @@ def test_codex_oracle_writes_e1_then_e2_in_a_resumed_thread_and_usage_reconciles
 
 
 def test_claude_code_reports_an_overloaded_model_as_an_agent_error(stack, images, tmp_path):
-    trial = Trial(stack, images, ClaudeCodeAgent(), "prompt-only", "scripted/overloaded", tmp_path)
+    trial = Trial(stack, images, get_agent("claude-code"), "prompt-only", "scripted/overloaded", tmp_path)
     try:
         result, ctx = trial.attempt("e1", 1, LEDGER.brief_text("e1"), time_limit_s=120)
         assert result.outcome == AttemptOutcome.agent_error
@@ -220,7 +219,7 @@ def test_claude_code_reports_an_overloaded_model_as_an_agent_error(stack, images
 
 
 def test_an_agent_past_its_time_limit_is_a_timeout(stack, images, tmp_path):
-    trial = Trial(stack, images, CodexAgent(), "prompt-only", "scripted/oracle", tmp_path)
+    trial = Trial(stack, images, get_agent("codex"), "prompt-only", "scripted/oracle", tmp_path)
     try:
         result, ctx = trial.attempt("e1", 1, LEDGER.brief_text("e1"), time_limit_s=0.3)
         assert result.outcome == AttemptOutcome.timeout and result.exit_code is None
@@ -267,7 +266,7 @@ def test_a_model_agent_container_reaches_the_proxy_and_nothing_else(stack, image
     trial_id = f"confined-{secrets.token_hex(2)}"
     endpoint = open_trial(stack, {"trial_id": trial_id}, "anthropic-messages", "scripted/nop")
     sandbox = Sandbox.create(run_id=stack["run_id"], trial_id=trial_id,
-                             image=images.agent, proxy_dir=endpoint.socket_dir)
+                             image=images.for_agent("claude-code"), proxy_dir=endpoint.socket_dir)
     try:
         attrs = client().api.inspect_container(sandbox.container.id)
         assert attrs["HostConfig"]["NetworkMode"] == "none"

@@ -75,7 +75,7 @@ def test_oracle_scores_full_nop_scores_zero_with_retries(tmp_path: Path):
     m = read_manifest(run)
     assert m.status == "complete" and m.marathon == "tiny" and len(m.marathon_hash) == 64
     assert set(m.arm_hashes) == {"prompt-only", "feedback-retry"} and m.images.agent in m.images.ids
-    assert m.agent_cli_versions["claude-code"] and not m.simulated
+    assert m.agent_cli_versions == {} and m.images.agents == {} and not m.simulated  # no declared agent
     assert m.sessions[0].host.docker_server_version and m.sessions[0].ended_at is not None
     assert leftovers("run-a") == []
 

@@ -234,3 +234,34 @@ def test_normalise_path_and_refusal_reasons():
     assert "only POST" in refusal(spec, "GET", "/v1/messages")
     assert "not a metered model request" in refusal(spec, "POST", "/v1/messages/batches")
     assert refusal(None, "POST", "/v1/chat/completions") is None  # a trial without a protocol
+
+
+def test_the_self_check_endpoint_is_the_trials_own_answered_locally_and_never_forwarded(proxy, upstream):
+    """``POST /marathon/self-check`` reaches the trial's handler only with the trial's own token
+    on its own socket; it is never forwarded and is no usage row. A trial without a handler (an
+    arm without self-checks), another trial's token, variants and other methods are refused
+    like any other path."""
+    calls = []
+    with tempfile.TemporaryDirectory(prefix="mt-", dir="/tmp") as tmp:
+        a, b = socket_pair(proxy, Path(tmp))
+        tok_a, tok_b = (e.token.get_secret_value() for e in (a, b))
+        sock_a, sock_b = (str(e.socket_dir / "proxy.sock") for e in (a, b))
+        proxy.set_self_check(tok_a, lambda: calls.append("a") or {"status": "green", "text": "ok"})
+        status, _, answer = raw_request(sock_a, "POST", "/marathon/self-check", token=tok_a, body={})
+        assert (status, json.loads(answer)) == (200, {"status": "green", "text": "ok"})
+        assert calls == ["a"] and proxy.records() == []
+        refused = [
+            (sock_b, "POST", "/marathon/self-check", tok_a),    # A's token from B's container
+            (sock_b, "POST", "/marathon/self-check", tok_b),    # B has no self-checks
+            (sock_a, "POST", "/marathon/self-check", None),     # no token
+            (sock_a, "GET", "/marathon/self-check", tok_a),     # another method
+            (sock_a, "POST", "/marathon/self-check/", tok_a),   # a variant
+            (sock_a, "POST", "/marathon//self-check", tok_a),
+        ]
+        for sock, method, target, token in refused:
+            status, _, _ = raw_request(sock, method, target, token=token, body={})
+            assert status in (401, 403), (method, target, status)
+        assert calls == ["a"] and upstream.seen == []
+        assert len(proxy.records()) == len(refused) and all(r.call.refused for r in proxy.records())
+        proxy.unregister(tok_a)  # a closed trial's handler is gone with its token
+        assert proxy._self_checks == {}

@@ -7,6 +7,12 @@ the metering proxy, against the scripted model (a simulation of a model, not a m
 - Codex + ``scripted/oracle`` for one episode (``episodes = 1``), recorded as such.
 - Claude Code against an upstream answering 529: the attempt is an ``agent_error``, every 529 is
   metered, and the trial goes on to completion.
+- mini-swe-agent (PyPI) and Qwen Code (npm), both OpenAI Chat Completions, + ``scripted/forgetful``
+  for the first two episodes: feedback-retry recovers to 100%, prompt-only does not; every
+  attempt reconciles.
+- The example runtime ``retry-runtime`` (Claude Code + ``marathon-check``) on the
+  ``external-runtime`` arm for two episodes: its self-checks catch the trap, it repairs inside
+  the attempt and ends at 100%, with rows in ``self_checks.parquet``.
 - A SIGKILLed run with Claude Code resumes: new proxy and token, a new CLI session, no row lost
   or duplicated, usage still reconciled.
 """
@@ -25,6 +31,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from benchmark.agents.spec import load_agent_spec
 from benchmark.driver import start_run
 from benchmark.experiment import load_config
 from benchmark.manifest import read_manifest
@@ -108,7 +115,9 @@ def test_claude_code_forgetful_recovering_arms_reach_100_the_others_do_not(tmp_p
     m = read_manifest(run_dir)
     assert m.simulated and m.simulated_models == ["scripted/forgetful"]
     assert m.model_upstreams == {"scripted/forgetful": SIMULATION}
-    assert m.agent_cli_versions["claude-code"] == m.images.claude_code_version
+    assert m.agent_cli_versions == {"claude-code": load_agent_spec("claude-code").version}
+    assert m.images.agents == {"claude-code": m.images.for_agent("claude-code")}
+    assert m.agent_hashes == {"claude-code": load_agent_spec("claude-code").config_hash()}
     assert m.episodes == ["e1", "e2", "e3", "e4"] and m.config.episodes is None
 
 
@@ -125,6 +134,44 @@ def test_codex_forgetful_recovers_the_trapped_episode_with_feedback_retry_only(t
     assert trials.loc["prompt-only", "final_score"] < 1.0
     attempts = t["attempts"]
     assert set(attempts.outcome) == {"ok"}, attempts[attempts.outcome != "ok"].error.tolist()
+    assert set(attempts.reconciliation) == {"match"}, attempts.reconciliation_diff.tolist()
+    assert_usage_audited(run_dir, t)
+
+
+@pytest.mark.parametrize("agent", ["mini-swe-agent", "qwen-code"])
+def test_chat_completions_agents_forgetful_recover_with_feedback_retry_only(tmp_path, agent):
+    """The two declared Chat Completions agents, through the proxy, against the trap-falling
+    simulation, for the first two episodes (E2 holds the first trap)."""
+    run_dir = run(tmp_path, f"{agent}-forgetful", arms=("prompt-only", "feedback-retry"),
+                  agents=(agent,), models=("scripted/forgetful",), episodes=2)
+    t = tables(run_dir)
+    trials = t["trials"].set_index("arm")
+    assert (trials.episodes_done == 2).all()
+    assert trials.loc["feedback-retry", "final_score"] == 1.0
+    assert trials.loc["feedback-retry", "recovery_attempts"] > 0
+    assert trials.loc["prompt-only", "final_score"] < 1.0
+    attempts = t["attempts"]
+    assert set(attempts.outcome) == {"ok"}, attempts[attempts.outcome != "ok"].error.tolist()
+    assert set(attempts.reconciliation) == {"match"}, attempts.reconciliation_diff.tolist()
+    assert_usage_audited(run_dir, t)
+    proxy = t["usage"][t["usage"].source == "proxy"]
+    assert set(proxy.path) == {"/v1/chat/completions"} and set(proxy.http_status) == {200}
+    m = read_manifest(run_dir)
+    assert m.agent_cli_versions == {agent: load_agent_spec(agent).version}
+
+
+def test_the_example_runtime_self_checks_and_recovers_inside_its_attempt(tmp_path):
+    run_dir = run(tmp_path, "runtime", arms=("external-runtime",), agents=("retry-runtime",),
+                  models=("scripted/forgetful",), episodes=2)
+    t = tables(run_dir)
+    (trial,) = t["trials"].itertuples()
+    assert (trial.final_score, trial.recovery_attempts) == (1.0, 0)  # one attempt per episode
+    checks = pd.read_parquet(run_dir / "self_checks.parquet")
+    e2 = checks[checks.episode == "e2"]
+    assert list(e2.status) == ["red", "green"]  # the trap caught, repaired, checked again
+    assert "gate `privacy`" in e2.shown.iloc[0]
+    assert trial.self_checks == len(checks) and trial.self_check_recoveries == 1
+    attempts = t["attempts"]
     assert set(attempts.reconciliation) == {"match"}, attempts.reconciliation_diff.tolist()
     assert_usage_audited(run_dir, t)
 

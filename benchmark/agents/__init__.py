@@ -1,19 +1,23 @@
-"""The agent registry: names (``oracle``, ``nop``, ``claude-code``, ``codex``) to
-:class:`~benchmark.agents.base.Agent` classes.
+"""The agent registry: the agents written in Python (``oracle``, ``nop``, and test agents that
+call :func:`register`) and the agents declared as data in ``agents/NAME.toml`` (``claude-code``,
+``codex``, ``mini-swe-agent``, ``qwen-code``, ``retry-runtime``, ...; see
+:mod:`benchmark.agents.spec`).
 
-New adapters call :func:`register`; :func:`get_agent` turns a name from the command line or an
-experiment file into an agent, or a :class:`~benchmark.errors.MarathonError`.
+:func:`get_agent` turns a name (or the path of an agent TOML file) from the command line or an
+experiment file into a new agent instance, or a :class:`~benchmark.errors.MarathonError`.
 """
 
 from __future__ import annotations
 
 from benchmark.agents.base import Agent, AttemptContext, AttemptOutcome, AttemptResult
+from benchmark.agents.declared import DeclaredAgent
 from benchmark.agents.nop import NopAgent
 from benchmark.agents.oracle import OracleAgent
+from benchmark.agents.spec import agent_spec_path, declared_names, load_agent_spec
 from benchmark.errors import MarathonError
 
-__all__ = ["Agent", "AttemptContext", "AttemptOutcome", "AttemptResult", "agent_names",
-           "get_agent", "register"]
+__all__ = ["Agent", "AttemptContext", "AttemptOutcome", "AttemptResult", "DeclaredAgent",
+           "agent_hashes", "agent_names", "agent_versions", "get_agent", "register"]
 
 _AGENTS: dict[str, type[Agent]] = {}
 
@@ -35,25 +39,37 @@ def register(cls: type[Agent]) -> type[Agent]:
 
 
 def agent_names() -> list[str]:
-    """Names of the registered agents, sorted."""
-    return sorted(_AGENTS)
+    """Names of the registered and declared agents, sorted."""
+    return sorted({*_AGENTS, *declared_names()})
 
 
 def get_agent(name: str) -> Agent:
     """A new instance of the agent registered as ``name``.
 
     Raises:
-        MarathonError: no such agent, or it is planned but not implemented yet.
+        MarathonError: no such agent, it is planned but not implemented yet, or its TOML file
+            is invalid (one line naming the file and the field).
     """
     if name in _AGENTS:
         return _AGENTS[name]()
     if name in PLANNED:
         raise MarathonError(f"agent {name!r} is not implemented yet (issue: {PLANNED[name]})")
+    if agent_spec_path(name).is_file():
+        return DeclaredAgent(load_agent_spec(name))
     raise MarathonError(f"unknown agent {name!r} (known: {', '.join(agent_names())})")
+
+
+def agent_versions(names: list[str]) -> dict[str, str]:
+    """Declared agent -> its declared version, for the declared agents among ``names``."""
+    return {(a := get_agent(n)).name: a.spec.version for n in names
+            if isinstance(get_agent(n), DeclaredAgent)}
+
+
+def agent_hashes(names: list[str]) -> dict[str, str]:
+    """Declared agent -> :meth:`AgentSpec.config_hash`, for the declared agents among ``names``."""
+    return {(a := get_agent(n)).name: a.spec.config_hash() for n in names
+            if isinstance(get_agent(n), DeclaredAgent)}
 
 
 register(OracleAgent)
 register(NopAgent)
-
-# The CLI adapters register themselves on import (they import this module's ``register``).
-from benchmark.agents import claude_code as _claude_code, codex as _codex  # noqa: E402,F401

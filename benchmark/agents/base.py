@@ -54,6 +54,10 @@ class AttemptContext(BaseModel):
     """Time limit of the attempt in seconds; the agent must be killed past it."""
     transcript: Path
     """Host path where the agent writes its transcript (e.g. a CLI's JSON event stream)."""
+    check_env: dict[str, str] = {}
+    """Environment the agent's processes need for ``marathon-check`` (the trial's token as
+    ``MARATHON_TOKEN``) when the arm allows self-checks; empty otherwise. Agents pass it to the
+    processes they start."""
 
 
 class AttemptResult(BaseModel):
@@ -91,6 +95,13 @@ class Agent(ABC):
     reads_instructions: ClassVar[bool] = False
     """Whether the agent reads ``CLAUDE.md`` / ``AGENTS.md`` and skills: if so,
     :meth:`prepare` writes the arm's material into the workspace."""
+
+    def check_effort(self, effort: str) -> None:
+        """Check that the agent accepts reasoning effort ``effort`` (before any container starts).
+
+        Raises:
+            MarathonError: it does not (the message names ``--effort``).
+        """
 
     def prepare(self, sandbox: Sandbox, arm: Arm) -> None:
         """Make the workspace ready for the arm, once per trial before the first episode.

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from benchmark.agents.base import Agent, AttemptContext, AttemptOutcome, AttemptResult
+from benchmark.agents.reports import last_text_line, read_events  # noqa: F401  (re-exported)
 from benchmark.errors import MarathonError
 from benchmark.proxy import TOKEN_KINDS, ModelEndpoint, Reconciliation, reconcile
 from benchmark.records import UsageCall
@@ -47,33 +48,6 @@ class CLIRun(BaseModel):
     """One-line reason when not ``ok``."""
     usage: list[UsageCall] = []
     """Usage rows from the CLI's own report (``source="agent"``)."""
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a transcript, one per line; other lines (stderr text) are skipped."""
-    events = []
-    if not path.is_file():
-        return events
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict):
-            events.append(doc)
-    return events
-
-
-def last_text_line(path: Path) -> str:
-    """The last non-JSON, non-empty line of a transcript (usually the CLI's error), or ``""``."""
-    if not path.is_file():
-        return ""
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines()]
-    text = [ln for ln in lines if ln and not ln.startswith("{")]
-    return text[-1][:300] if text else ""
 
 
 class ProxiedCLIAgent(Agent):
@@ -107,6 +81,17 @@ class ProxiedCLIAgent(Agent):
         Called once per run, after it ended; may update session state."""
         raise NotImplementedError
 
+    def given_prompt(self, prompt: str, ctx: AttemptContext) -> str:
+        """The text the agent is given for ``prompt`` (default: ``prompt`` itself)."""
+        return prompt
+
+    def stage(self, sandbox: Sandbox, prompt: str, ctx: AttemptContext) -> None:
+        """Put what the run needs into the container before it starts (default: nothing)."""
+
+    def collect(self, sandbox: Sandbox, ctx: AttemptContext) -> None:
+        """Copy what the run left in the container into the attempt's artifacts, after it
+        ended and before :meth:`interpret` (default: nothing)."""
+
     def run(self, sandbox: Sandbox, prompt: str, ctx: AttemptContext) -> AttemptResult:
         """Run the CLI for one attempt (see the module docstring).
 
@@ -121,17 +106,21 @@ class ProxiedCLIAgent(Agent):
         proxy = self.endpoint.proxy
         if proxy is not None:
             proxy.set_attempt(token, ctx.episode.id, ctx.attempt)
-        argv, env = self.command(prompt, ctx)
         ctx.transcript.parent.mkdir(parents=True, exist_ok=True)
-        shown = [("<prompt.md>" if a == prompt else a) for a in argv]
+        self.stage(sandbox, prompt, ctx)
+        argv, env = self.command(prompt, ctx)
+        env = {**env, **ctx.check_env}
+        prompts = {prompt, self.given_prompt(prompt, ctx)}
+        shown = [("<prompt.md>" if a in prompts else a) for a in argv]
         (ctx.transcript.parent / COMMAND_FILE).write_text(json.dumps({
-            "argv": shown, "env": {k: ("<per-trial token>" if v == token else v) for k, v in env.items()},
+            "argv": shown, "env": {k: v.replace(token, "<per-trial token>") for k, v in env.items()},
             "model": ctx.model, "effort": ctx.effort, "time_limit_s": ctx.time_limit_s,
         }, indent=2) + "\n", encoding="utf-8")
         start = time.monotonic()
         with open(ctx.transcript, "wb") as out:
             res = sandbox.exec(argv, timeout_s=ctx.time_limit_s, environment=env, output_file=out)
         duration = time.monotonic() - start
+        self.collect(sandbox, ctx)
         cli = self.interpret(res.exit_code, res.timed_out, ctx)
         proxy_calls = proxy.calls(token, ctx.episode.id, ctx.attempt) if proxy is not None else []
         verdict = reconcile(proxy_calls, cli.usage, self.reconcile_kinds)

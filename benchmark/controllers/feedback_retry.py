@@ -15,6 +15,25 @@ from benchmark.marathon import EpisodeSpec
 from benchmark.scorer import CheckResult, Outcome
 
 
+def failing_lines(checks: list[CheckResult], level: FeedbackLevel) -> list[str]:
+    """The failing gates and their failing checks, one Markdown list line each, as an arm's
+    feedback level allows (``names``; ``messages`` adds each check's first failure line). Never
+    gate source, inputs or the names of passing gates."""
+    gates: dict[str, list[CheckResult]] = {}
+    for c in checks:
+        if c.outcome == Outcome.failed:  # an error is not a verdict: never shown
+            gates.setdefault(c.gate, []).append(c)
+    lines = []
+    for gate, cs in gates.items():
+        lines.append(f"- gate `{gate}`:")
+        for c in cs:
+            if level == "messages" and c.message:
+                lines.append(f"  - `{c.check}` ({c.outcome.value}): {c.message.splitlines()[0]}")
+            else:
+                lines.append(f"  - `{c.check}` ({c.outcome.value})")
+    return lines
+
+
 def feedback_prompt(checks: list[CheckResult], level: FeedbackLevel, brief: str | None) -> str:
     """The re-prompt after a red scoring.
 
@@ -25,23 +44,13 @@ def feedback_prompt(checks: list[CheckResult], level: FeedbackLevel, brief: str 
         brief: the episode's brief, repeated after the feedback; ``None`` when the agent keeps
             its session and has seen it.
     """
-    failing = [c for c in checks if c.outcome == Outcome.failed]  # an error is not a verdict
-    gates: dict[str, list[CheckResult]] = {}
-    for c in failing:
-        gates.setdefault(c.gate, []).append(c)
     lines = [
         "Your work was checked by hidden gates after your last attempt, and some of them fail.",
         "Fix the workspace so that they pass, without breaking anything that works now.",
         "",
         "Failing gates and checks:",
+        *failing_lines(checks, level),
     ]
-    for gate, cs in gates.items():
-        lines.append(f"- gate `{gate}`:")
-        for c in cs:
-            if level == "messages" and c.message:
-                lines.append(f"  - `{c.check}` ({c.outcome.value}): {c.message.splitlines()[0]}")
-            else:
-                lines.append(f"  - `{c.check}` ({c.outcome.value})")
     if brief is not None:
         lines += ["", "The brief of this episode, again:", "", brief]
     return "\n".join(lines) + "\n"

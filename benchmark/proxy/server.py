@@ -8,7 +8,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,9 @@ _HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriz
 #: about the method the upstream acts on).
 _DROPPED = {"x-api-key", "authorization", "accept-encoding", "x-http-method-override",
             "x-http-method", "x-method-override"}
+#: The harness's own endpoint on a trial's socket: a self-check of the workspace
+#: (``marathon-check``), answered by the trial's handler, never forwarded, not a usage row.
+SELF_CHECK_PATH = "/marathon/self-check"
 #: Longest request target, and requested model name, kept in a record or a message.
 _MAX_TARGET = 300
 _MAX_MODEL = 200
@@ -183,6 +186,7 @@ class MeteringProxy(BackgroundServer):
         self._lock = threading.Lock()
         self._tokens: dict[str, TrialRegistration] = {}
         self._sockets: dict[str, str] = {}  # socket path -> token of the trial it belongs to
+        self._self_checks: dict[str, Callable[[], dict[str, Any]]] = {}  # trial id -> handler
         self._records: list[ProxyRecord] = []
         self._inflight: dict[str, int] = {}
         self._seq = 0
@@ -263,8 +267,29 @@ class MeteringProxy(BackgroundServer):
             reg = self._tokens.pop(token, None)
             if reg is not None and reg.socket is not None:
                 self._sockets.pop(reg.socket, None)
+            if reg is not None:
+                self._self_checks.pop(reg.trial_id, None)
         if reg is not None and reg.socket is not None:
             self.close_unix_socket(reg.socket)
+
+    def set_self_check(self, token: str, handler: Callable[[], dict[str, Any]] | None) -> None:
+        """Serve ``POST /marathon/self-check`` for the token's trial with ``handler`` (``None``:
+        stop serving it). The handler runs in a worker thread, blocking, and returns the JSON
+        answer (``status``, ``text``); the request is authenticated and bound to the trial's
+        socket like a model call, never forwarded, and not recorded as usage (the driver records
+        self-checks). Without a handler the path is refused like any other.
+
+        Raises:
+            MarathonError: the token is not registered.
+        """
+        with self._lock:
+            reg = self._tokens.get(token)
+            if reg is None:
+                raise MarathonError("set_self_check: proxy token is not registered")
+            if handler is None:
+                self._self_checks.pop(reg.trial_id, None)
+            else:
+                self._self_checks[reg.trial_id] = handler
 
     def set_attempt(self, token: str, episode: str, attempt: int) -> None:
         """Attribute the token's next requests to ``episode`` / ``attempt``.
@@ -380,6 +405,12 @@ class MeteringProxy(BackgroundServer):
             why = f"the token of trial {reg.trial_id} is not valid {where}"
             self._refuse(owner, req, 403, why)
             return error_response(style, 403, "permission_error", why)
+        with self._lock:
+            checker = self._self_checks.get(reg.trial_id)
+        if checker is not None and req.method == "POST" and req.target == SELF_CHECK_PATH:
+            # The harness's own endpoint: answered here, never forwarded.
+            answer = await asyncio.get_running_loop().run_in_executor(None, checker)
+            return web.json_response(answer)
         why = refusal(spec, req.method, req.target)
         if why is not None:
             req.model = _model_of(await request.read())[:_MAX_MODEL]

@@ -95,8 +95,9 @@ _CHART_TEXT = {
                      "attempt); blank: gate not yet active.",
     "regressions": "Cells `broken/at risk`: replicates in which the episode turned a gate that "
                    "was green after the previous episode red, over those where it was green.",
-    "recovery": "Recovery attempts (attempts beyond the first of an episode) per replicate, "
-                "stacked by episode.",
+    "recovery": "Recovery attempts (attempts beyond the first of an episode, plus rollbacks) per "
+                "replicate, stacked by episode; hatched on top: red self-checks (in-episode "
+                "recoveries of arms with self-checks).",
     "token_audit": "Tokens per replicate by kind (proxy-metered when available, else "
                    "agent-reported) and cost per replicate in USD.",
 }

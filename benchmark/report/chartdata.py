@@ -149,15 +149,25 @@ def recovery(results: Results) -> pd.DataFrame:
     Returns:
         One row per group x episode: GROUP_KEYS, ``episode``, ``episode_index``, ``n``
         (replicates), ``recovery_attempts`` (sum of episodes.recovery_attempts),
-        ``per_trial`` (mean per replicate, count).
+        ``per_trial`` (mean per replicate, count), ``self_check_recoveries`` (sum of the
+        episodes' red self-checks: in-episode recoveries of arms with self-checks; 0 in records
+        without the column) and ``self_check_per_trial`` (mean per replicate).
     """
     eps = results.only_included(results.episode_rows)
     cols = GROUP_KEYS + ["episode", "episode_index"]
+    extra = ["self_check_recoveries", "self_check_per_trial"]
     if eps.empty:
-        return pd.DataFrame(columns=cols + ["n", "recovery_attempts", "per_trial"])
-    out = (eps.groupby(cols, observed=True, sort=True)["recovery_attempts"]
-           .agg(n="size", recovery_attempts="sum", per_trial="mean").reset_index())
+        return pd.DataFrame(columns=cols + ["n", "recovery_attempts", "per_trial", *extra])
+    if "self_check_recoveries" not in eps.columns:
+        eps = eps.assign(self_check_recoveries=0)
+    eps = eps.assign(self_check_recoveries=eps["self_check_recoveries"].fillna(0))
+    g = eps.groupby(cols, observed=True, sort=True)
+    out = g["recovery_attempts"].agg(n="size", recovery_attempts="sum", per_trial="mean").reset_index()
+    sc = g["self_check_recoveries"].agg(self_check_recoveries="sum",
+                                        self_check_per_trial="mean").reset_index(drop=True)
+    out = pd.concat([out, sc], axis=1)
     out["recovery_attempts"] = out["recovery_attempts"].astype("int64")
+    out["self_check_recoveries"] = out["self_check_recoveries"].astype("int64")
     return out
 
 

@@ -238,8 +238,9 @@ def plot_regressions(regs: pd.DataFrame, ctx: ChartContext, replicates: pd.DataF
 
 
 def plot_recovery(rec: pd.DataFrame, ctx: ChartContext) -> Figure:
-    """Recovery attempts per arm: mean recovery attempts per replicate, stacked by episode; one
-    panel per agent x model x effort.
+    """Recovery attempts per arm: mean recovery attempts per replicate, stacked by episode, and
+    on top of them, hatched, the mean red self-checks per replicate (in-episode recoveries of
+    arms with self-checks), stacked by episode too; one panel per agent x model x effort.
 
     Args:
         rec: :func:`benchmark.report.chartdata.recovery`.
@@ -255,7 +256,7 @@ def plot_recovery(rec: pd.DataFrame, ctx: ChartContext) -> Figure:
         if i >= len(configs):
             ax.set_visible(False)
             continue
-        ax.set_ylabel("recovery attempts per replicate\n(count, mean)")
+        ax.set_ylabel("recovery attempts per replicate\n(count, mean; hatched: red self-checks)")
         ax.set_xlabel("arm")
         ax.grid(axis="y", alpha=0.3)
         if configs[i] is None:
@@ -274,6 +275,15 @@ def plot_recovery(rec: pd.DataFrame, ctx: ChartContext) -> Figure:
             ax.bar(range(len(arms)), table[e].to_numpy(), bottom=bottom, color=ep_colors[e],
                    label=f"episode {e}")
             bottom += table[e].to_numpy()
+        if "self_check_per_trial" in sub.columns and sub["self_check_per_trial"].fillna(0).any():
+            checks = (sub.pivot_table(index="arm", columns="episode", values="self_check_per_trial",
+                                      aggfunc="sum", observed=True)
+                      .reindex(index=arms, columns=ctx.episodes).fillna(0))
+            for j, e in enumerate(ctx.episodes):
+                ax.bar(range(len(arms)), checks[e].to_numpy(), bottom=bottom, color=ep_colors[e],
+                       hatch="//", edgecolor="white", alpha=0.8,
+                       label="red self-checks (in-episode), hatched" if j == 0 else None)
+                bottom += checks[e].to_numpy()
         for x, (total, k) in enumerate(zip(bottom, n)):
             ax.text(x, total, f"{total:.2f}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(arms)), [f"{a}\n(n={int(k)})" for a, k in zip(arms, n)],

@@ -12,7 +12,9 @@ import pandas as pd
 from benchmark.report.load import GROUP_KEYS, NO_MODEL_AGENTS, Results
 from benchmark.report.markdown import fmt_share, to_markdown
 
-#: Agent name -> key of its CLI version in ``manifest.images`` / ``agent_cli_versions``.
+#: Agent name -> keys of its version in ``agent_cli_versions`` / ``manifest.images`` (the
+#: latter for runs of harness versions that pinned the two CLIs in the agent image); a declared
+#: agent's version is ``agent_cli_versions[name]``.
 _CLI_KEYS = {"claude-code": ("claude-code", "claude_code_version"),
              "codex": ("codex", "codex_version")}
 
@@ -73,7 +75,7 @@ def models_and_versions(results: Results) -> pd.DataFrame:
     for model, agent in pairs.itertuples(index=False, name=None):
         versions = set()
         for run in results.runs:
-            for key in _CLI_KEYS.get(agent, ()):
+            for key in _CLI_KEYS.get(agent, (agent,)):
                 v = run.agent_cli_versions.get(key) or run.images.get(key)
                 if v:
                     versions.add(str(v))

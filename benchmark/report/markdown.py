@@ -74,6 +74,10 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
     })
     if "rollbacks" in summary.columns:
         out["rollbacks"] = [fmt_int(x) for x in summary["rollbacks"].fillna(0)]
+    if "self_checks" in summary.columns and summary["self_checks"].fillna(0).any():
+        out["self-checks (total; red = in-episode recoveries)"] = [
+            f"{fmt_int(t)}; {fmt_int(r)}" for t, r in
+            zip(summary["self_checks"].fillna(0), summary["self_check_recoveries"].fillna(0))]
     for col, name in [("input_tokens", "input tok"), ("output_tokens", "output tok"),
                       ("cache_write_tokens", "cache write tok"),
                       ("cache_read_tokens", "cache read tok")]:

@@ -19,7 +19,7 @@ from benchmark.report.stats import (bootstrap_mean_ci, fisher_passes, group_rng,
 
 #: Optional per-trial count columns of trials.parquet (e.g. of the governed controller) that
 #: the summary sums when a run has them.
-OPTIONAL_TRIAL_COUNTS = ("rollbacks",)
+OPTIONAL_TRIAL_COUNTS = ("rollbacks", "self_checks", "self_check_recoveries")
 
 #: Column names under which attempts.parquet may carry the proxy-vs-agent usage verdict
 #: (``match`` / ``mismatch...`` / ``no_agent_usage``, or a bool "reconciled").
