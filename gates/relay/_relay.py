@@ -424,6 +424,8 @@ class Gen:
             payload["tracking"] = f"parcel {self.not_a_card()} ({self.not_a_card()})"
         if self.rng.random() < 0.3:
             payload["reference"] = self.not_a_card()
+        if self.rng.random() < 0.4:  # JSON's other values: null, booleans, fractions
+            payload["coupon"] = self.rng.choice([None, False, True, 0.5])
         if self.rng.random() < 0.3:
             payload["comment"] = f"cc {self.customer()['email']} and {self.customer()['email']}"
         return payload
