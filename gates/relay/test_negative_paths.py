@@ -154,12 +154,14 @@ def test_a_key_reused_for_another_event_is_a_conflict(relay, endpoints, seed):
     client = sc.client
     idem = sc.gen.idempotency_key()
     body = sc.gen.event("order.created", f"order-{sc.gen.rng.randrange(1000, 9999)}", 2)
+    body["payload"]["codes"] = [1, 23]
     sc.post(idem, body)
     email = body["payload"]["customer"]["email"]
     at = email.index("@")
     twin = email[0] + ("x" if email[1] != "x" else "y") + email[2:at] + email[at:]  # masks the same
     others = [
         {**body, "payload": {**body["payload"], "amount_cents": body["payload"]["amount_cents"] + 1}},
+        {**body, "payload": {**body["payload"], "codes": [12, 3]}},  # the original's are [1, 23]
         {**body, "topic": "order.paid"},
         {**body, "version": 3},
         {k: v for k, v in body.items() if k not in ("key", "version")},
@@ -189,12 +191,21 @@ def test_bad_command_lines_exit_2_with_one_line(relay, endpoints, seed):
         "--retry-base-ms -5": relay.spawn("--state", state, "--port", "0", "--retry-base-ms", "-5"),
         "--port abc": relay.spawn("--state", state, "--port", "abc"),
         "--port 65536": relay.spawn("--state", state, "--port", "65536"),
+        "--state without a value": relay.spawn("--port", "0", "--state"),
+        "--retry-base-ms 10ms": relay.spawn("--state", state, "--port", "0", "--retry-base-ms", "10ms"),
+        "--max-attempts x3": relay.spawn("--state", state, "--port", "0", "--max-attempts", "x3"),
     }
+    # The smallest values in range are a good command line.
+    good = relay.spawn("--state", state, "--port", "0", "--retry-base-ms", "0", "--max-attempts", "1")
     # The line names the problem: the option at fault (brief E4).
     names = {"no --state": "--state", "unknown flag": "--colour", "--max-attempts 0": "--max-attempts",
-             "--retry-base-ms -5": "--retry-base-ms", "--port abc": "--port", "--port 65536": "--port"}
+             "--retry-base-ms -5": "--retry-base-ms", "--port abc": "--port", "--port 65536": "--port",
+             "--state without a value": "--state", "--retry-base-ms 10ms": "--retry-base-ms",
+             "--max-attempts x3": "--max-attempts"}
     for what, process in runs.items():
         code = process.wait()
         lines = [line for line in process.stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, f"{what}: expected exit 2 and one stderr line, got {process.describe()}"
         assert names[what] in lines[0], f"{what}: the stderr line does not name {names[what]}: {lines[0]!r}"
+    good.wait_listening()
+    assert good.proc.poll() is None, f"--retry-base-ms 0 --max-attempts 1: {good.describe()}"
