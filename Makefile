@@ -4,17 +4,27 @@ PYTHON ?= python3
 RUN_CONFIG ?= experiment.toml
 RESULTS ?= results
 
-.PHONY: help setup docker-engine install images validate mutate test marathon clean-containers
+.PHONY: help setup docker-engine install stryker images validate mutate mutate-relay test marathon clean-containers
 
 help:
 	@echo "make marathon   install what is missing, build images, run the main job, write its report, print its path"
 	@echo "make test       run the test suite (needs Docker; installs nothing)"
-	@echo "make setup      install the Python package and, on Debian, a Docker engine and debootstrap"
+	@echo "make setup      install the Python package, StrykerJS (tools/stryker) and, on Debian, a Docker engine and debootstrap"
 	@echo "make validate   check the ledger marathon on seeds 0,1,2 (references pass, starter and mutants fail)"
 	@echo "make mutate     mutation-test the ledger gates (all cosmic-ray mutants, 3 seeds; long) into $(MUTATE_OUT)"
+	@echo "make mutate-relay  mutation-test the relay gates (a StrykerJS sample, 3 seeds; long) into results/mutate-relay"
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
+
+# The TypeScript mutant source of `marathon mutate` (docs/gates-quality.md): StrykerJS and the
+# Node.js that runs it, exactly as pinned in tools/stryker/package-lock.json (any host npm will do).
+stryker:
+	@command -v npm >/dev/null || { echo "make stryker: npm not found: install Node.js and npm (Debian: apt-get install npm)" >&2; exit 2; }
+	@if ! cmp -s tools/stryker/package-lock.json tools/stryker/node_modules/.installed-lock.json 2>/dev/null; then \
+	  echo "installing StrykerJS into tools/stryker/node_modules"; \
+	  npm ci --prefix tools/stryker --no-audit --no-fund --loglevel=error >/dev/null && \
+	  cp tools/stryker/package-lock.json tools/stryker/node_modules/.installed-lock.json; fi
 
 # On a Debian host without a running engine: install docker.io and debootstrap and start dockerd
 # (no iptables, no default bridge: trial containers have no network at all). Elsewhere a missing
@@ -32,7 +42,7 @@ docker-engine:
 	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
 	  docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /tmp/marathon-dockerd.log" >&2; exit 2; }; fi
 
-setup: install docker-engine
+setup: install stryker docker-engine
 
 images: setup
 	marathon images build
@@ -46,6 +56,11 @@ validate: images
 MUTATE_OUT ?= $(RESULTS)/mutate-ledger
 mutate: images
 	marathon mutate ledger --out $(MUTATE_OUT)
+
+# The relay gates against StrykerJS mutants of relay's final reference: the seeded sample whose
+# figures docs/gates-quality.md reports (resumable, like `make mutate`).
+mutate-relay: images
+	marathon mutate relay --sample 320 --seed 0 --out $(RESULTS)/mutate-relay
 
 test:
 	$(PYTHON) -m pytest

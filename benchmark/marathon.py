@@ -29,7 +29,8 @@ scorer and agent images are then derived for it (see :mod:`benchmark.images`)::
     node = "22.23.5"          # exact Node.js, the official binary from the npm registry
     apt = ["sqlite3"]         # Debian bookworm packages
 
-    # Optional; these are the defaults (``marathon mutate``, docs/gates-quality.md).
+    # Optional; these are the defaults (``marathon mutate``, docs/gates-quality.md). A
+    # TypeScript product says language = "typescript" (StrykerJS; its own default exclude).
     [mutation]
     language = "python"
     paths = ["."]
@@ -134,9 +135,13 @@ class GateSpec(BaseModel):
         return f"test_{self.name}.py"
 
 
-#: Files of the final reference never mutated unless ``[mutation] exclude`` says otherwise: the
-#: product's own tests (cosmic-ray ``excluded-modules`` globs, relative to the reference).
-DEFAULT_MUTATION_EXCLUDE = ("**/tests/**", "**/test_*.py", "**/*_test.py", "**/conftest.py")
+#: Files of the final reference never mutated unless ``[mutation] exclude`` says otherwise, by
+#: language: the product's own tests (globs relative to the reference), and for TypeScript the
+#: installed packages.
+DEFAULT_MUTATION_EXCLUDE = {
+    "python": ("**/tests/**", "**/test_*.py", "**/*_test.py", "**/conftest.py"),
+    "typescript": ("**/tests/**", "**/*.test.*", "**/*.spec.*", "**/node_modules/**"),
+}
 
 
 class MutationConfig(BaseModel):
@@ -146,20 +151,28 @@ class MutationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    language: Literal["python"] = "python"
-    """Language of the product; selects the mutant source (``python``: cosmic-ray). A source
-    for another language (e.g. Stryker for TypeScript) adds its name here."""
+    language: Literal["python", "typescript"] = "python"
+    """Language of the product; selects the mutant source (``python``: cosmic-ray;
+    ``typescript``, also for JavaScript: StrykerJS)."""
 
     paths: list[str] = Field(default_factory=lambda: ["."], min_length=1)
     """Files or directories to mutate, relative to the final reference (``.``: all of it)."""
 
-    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_MUTATION_EXCLUDE))
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_MUTATION_EXCLUDE["python"]))
     """Glob patterns of files never mutated, relative to the final reference (``**`` spans
-    directories). Setting it replaces the default (the product's own tests)."""
+    directories). Setting it replaces the default: the product's own tests, by language
+    (:data:`DEFAULT_MUTATION_EXCLUDE`)."""
 
     equivalents: Path = Path("equivalent-mutants.toml")
     """The reviewed list of equivalent mutants, relative to the marathon directory; a missing
     file means none."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _language_default_exclude(cls, data):
+        if isinstance(data, dict) and "exclude" not in data and data.get("language") in DEFAULT_MUTATION_EXCLUDE:
+            data = {**data, "exclude": list(DEFAULT_MUTATION_EXCLUDE[data["language"]])}
+        return data
 
     @field_validator("paths", "exclude")
     @classmethod

@@ -193,7 +193,7 @@ def test_malformed_equivalents_is_a_one_line_error(tmp_path: Path, text: str, er
 
 
 @pytest.mark.parametrize("table, error", [
-    ('language = "typescript"', "mutation.language: Input should be 'python'"),
+    ('language = "rust"', "mutation.language: Input should be 'python' or 'typescript'"),
     ('paths = ["../elsewhere"]', "mutation.paths: Value error, '../elsewhere' is not a path inside"),
     ('paths = []', "mutation.paths: List should have at least 1 item"),
     ('paths = ["double/nope.py"]', "mutation.paths[0]: double/nope.py not found in the final reference"),

@@ -4,8 +4,8 @@ A :class:`MutantSource` enumerates the mutants of a reference workspace and appl
 to a copy of it. The harness does everything else (sampling, scoring with the real scorer,
 classification, reports), so a source for another product language plugs in by implementing
 these two methods and registering under the ``[mutation] language`` name it serves
-(:data:`SOURCES`). Python is served by cosmic-ray (:mod:`benchmark.mutation.cosmicray`); a
-TypeScript product would be served by Stryker the same way.
+(:data:`SOURCES`). Python is served by cosmic-ray (:mod:`benchmark.mutation.cosmicray`),
+TypeScript and JavaScript by StrykerJS (:mod:`benchmark.mutation.stryker`).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def mutant_source(config: MutationConfig) -> MutantSource:
 
     Raises:
         MarathonError: no source for the language, or its library is not installed (the
-            message says which extra to install).
+            message says how to install it).
     """
     factory = SOURCES.get(config.language)
     if factory is None:
@@ -121,5 +121,11 @@ def _cosmic_ray() -> MutantSource:
     return CosmicRaySource()
 
 
+def _stryker() -> MutantSource:
+    from benchmark.mutation.stryker import StrykerSource
+
+    return StrykerSource()
+
+
 #: Mutant source factories by ``[mutation] language``.
-SOURCES = {"python": _cosmic_ray}
+SOURCES = {"python": _cosmic_ray, "typescript": _stryker}

@@ -137,8 +137,10 @@ def summary_markdown(p: Plan, table: pd.DataFrame, command: str) -> str:
     equivalents entries, timeouts and errors."""
     counts = Counter(table["outcome"])
     killed, scored, rate, low, high = kill_rate(table)
-    skipped = Counter(table.loc[table["outcome"] == "skipped", "reason"])
     n = len(table)
+    filtered_ids = {m.id for m in p.mutants if m.skip_reason is not None}
+    by_filter = Counter(m.skip_reason for m in p.mutants if m.skip_reason is not None)
+    filtered = len(filtered_ids)
     sampled = (f"a seeded random sample of {len(p.selected)} of the {p.candidates} candidate mutants "
                f"(`--sample {p.sample} --seed {p.sample_seed}`)" if p.sample is not None
                else f"all {p.candidates} candidate mutants")
@@ -147,8 +149,8 @@ def summary_markdown(p: Plan, table: pd.DataFrame, command: str) -> str:
         "",
         f"- Mutated: the final reference `{_rel(p.reference)}` (episode {p.episode}); scored against "
         f"every gate active after it ({', '.join(g.name for g in p.marathon.active_gates(p.episode))}).",
-        f"- Mutant source: {p.source.name}; {n} mutants enumerated, {skipped.get('operator filter', 0)} "
-        f"removed by the operator filter, {skipped.get('pragma: no mutate', 0)} by `# pragma: no mutate`, "
+        f"- Mutant source: {p.source.name}; {n} mutants enumerated, {filtered} removed by its filters"
+        f"{' (' + ', '.join(f'{k}: {v}' for k, v in sorted(by_filter.items())) + ')' if by_filter else ''}, "
         f"{counts.get('equivalent', 0)} reviewed as equivalent; {p.candidates} candidates.",
         f"- Filters: {'; '.join(p.source.filters)}.",
         f"- Scored: {sampled}, each on seed{'s' if len(p.seeds) > 1 else ''} "
@@ -194,7 +196,7 @@ def summary_markdown(p: Plan, table: pd.DataFrame, command: str) -> str:
         c = Counter(t["outcome"])
         k, s = c.get("killed", 0), sum(c.get(o.value, 0) for o in SCORED)
         by_file.append({"file": file, "mutants": len(t),
-                        "filtered": int((t["reason"].isin(["operator filter", "pragma: no mutate"])).sum()),
+                        "filtered": int(t["id"].isin(filtered_ids).sum()),
                         "equivalent": c.get("equivalent", 0), "scored": s, "killed": k,
                         "survived": c.get("survived", 0), "timeout": c.get("timeout", 0),
                         "error": c.get("error", 0), "kill rate [Wilson 95%]": _rate(k, s)})

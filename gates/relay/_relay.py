@@ -355,7 +355,9 @@ FIRST = ("jane", "omar", "li", "ana", "pierre", "fatima", "kenji", "olga", "noah
          "amara", "diego", "inès", "yusuf", "mia", "tomas", "priya", "lars")
 LAST = ("doe", "haddad", "wei", "silva", "martin", "khan", "sato", "ivanova", "smith", "okafor",
         "lopez", "moreau", "demir", "rossi", "novak", "patel", "berg", "taylor")
-DOMAINS = ("example.org", "example.com", "example.net", "mail.example.co.uk")
+DOMAINS = ("example.org", "example.com", "example.net", "mail.example.co.uk", "my-shop.example.com")
+#: How the parts of an email's local part are joined: every character class of an address.
+LOCAL_JOINS = (".", ".", "_", "-", "+", "%")
 
 
 def rng_for(seed: int, salt: str) -> random.Random:
@@ -379,7 +381,8 @@ class Gen:
 
     def customer(self) -> dict:
         first, last = self.rng.choice(FIRST), self.rng.choice(LAST)
-        local = f"{first}.{last}{self.rng.randrange(10, 100)}".replace("ë", "e").replace("è", "e")
+        local = f"{first}{self.rng.choice(LOCAL_JOINS)}{last}{self.rng.randrange(10, 100)}"
+        local = local.replace("ë", "e").replace("è", "e")
         if self.rng.random() < 0.2:
             local = local.upper()
         return {"name": f"{first.title()} {last.title()}", "email": f"{local}@{self.rng.choice(DOMAINS)}"}
@@ -388,6 +391,16 @@ class Gen:
         digits = self.rng.choice("45") + "".join(self.rng.choice("0123456789") for _ in range(15))
         sep = self.rng.choice(["", "", " ", "-"])
         return sep.join(digits[i:i + 4] for i in range(0, 16, 4))
+
+    def not_a_card(self) -> str:
+        """Digits a card mask must leave alone: 15 or 17 to 20 digits, or 16 digits whose
+        groups are joined by different separators (DESIGN.md: not a card number)."""
+        kind = self.rng.randrange(3)
+        if kind == 2:
+            digits = "".join(self.rng.choice("0123456789") for _ in range(16))
+            return f"{digits[:4]} {digits[4:8]}-{digits[8:12]} {digits[12:]}"
+        length = 15 if kind == 0 else self.rng.randint(17, 20)
+        return "".join(self.rng.choice("0123456789") for _ in range(length))
 
     def payload(self, topic: str) -> dict:
         """A payload for ``topic`` with a unique ``ref`` and personal data in several places."""
@@ -408,6 +421,11 @@ class Gen:
                                f"{self.card()} on file.")
         else:
             payload["contacts"] = [self.customer()["email"], {"backup": self.customer()["email"]}]
+            payload["tracking"] = f"parcel {self.not_a_card()} ({self.not_a_card()})"
+        if self.rng.random() < 0.3:
+            payload["reference"] = self.not_a_card()
+        if self.rng.random() < 0.4:  # JSON's other values: null, booleans, fractions
+            payload["coupon"] = self.rng.choice([None, False, True, 0.5])
         if self.rng.random() < 0.3:
             payload["comment"] = f"cc {self.customer()['email']} and {self.customer()['email']}"
         return payload

@@ -152,13 +152,15 @@ class RelayProcess:
         self._err.join(5)
 
     def terminate(self) -> int:
-        """SIGTERM the relay and wait for it to exit (SIGKILL past the limit); its exit status."""
+        """SIGTERM the relay and wait for it to exit; its exit status. A relay still running
+        :data:`EXIT_TIMEOUT` s later is killed and fails the check (SIGTERM stops the relay)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
-                pass
+                self.kill()
+                pytest.fail(f"the relay did not stop within {EXIT_TIMEOUT:g} s of SIGTERM", pytrace=False)
         self.kill()
         return self.proc.returncode
 
@@ -230,5 +232,8 @@ def endpoints():
         return endpoint
 
     yield make
-    for endpoint in made:
-        endpoint.close()
+    closing = [threading.Thread(target=endpoint.close) for endpoint in made]  # in parallel: each
+    for thread in closing:                                                    # waits for its poll
+        thread.start()
+    for thread in closing:
+        thread.join()

@@ -13,7 +13,7 @@ import pytest
 
 from _relay import Gen, Scenario, ack_all, hold_after
 
-FLAGS = ("--retry-base-ms", "20", "--max-attempts", "8")
+FLAGS = ("--retry-base-ms", "5", "--max-attempts", "8")
 TOPICS = ["order.created", "order.paid", "invoice.sent"]
 
 

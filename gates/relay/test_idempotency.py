@@ -144,3 +144,20 @@ def test_answer_and_status_documents(relay, endpoints, seed):
     assert sub.status == 200 and isinstance(doc, dict), sub.describe()
     assert doc.get("pending") == 0 and doc.get("delivered") == 2 and doc.get("url") == endpoint.url, \
         f"GET /subscriptions/{{id}}: {doc}"
+
+    # Delivery headers: Content-Type, X-Relay-Event naming the event, and one X-Relay-Delivery
+    # id per event and subscription (a second subscription gets another id for the same event).
+    other = sc.subscribe("copy", ["order.paid"])
+    idem = sc.new_event("order.paid")
+    sc.settle()
+    for name, received in (("docs", endpoint.received), ("copy", other.received)):
+        for delivery in received:
+            assert delivery.headers.get("content-type", "").split(";")[0].strip() == "application/json", \
+                f"delivery to {name}: Content-Type {delivery.headers.get('content-type')!r}"
+            assert delivery.headers.get("x-relay-event") == delivery.event, \
+                f"delivery to {name}: X-Relay-Event {delivery.headers.get('x-relay-event')!r} for event {delivery.event}"
+            assert delivery.delivery_id, f"delivery to {name} of {delivery.event} has no X-Relay-Delivery"
+    ids = [{d.event: d.delivery_id for d in received} for received in (endpoint.received, other.received)]
+    assert len(set(ids[0].values())) == len(ids[0]), f"one delivery id for several events: {ids[0]}"
+    assert ids[0][sc.ids[idem]] != ids[1][sc.ids[idem]], \
+        f"two subscriptions got the same delivery id {ids[1][sc.ids[idem]]} for event {sc.ids[idem]}"

@@ -15,7 +15,7 @@ import pytest
 
 from _relay import FailFirst, Gen, Scenario
 
-FLAGS = ("--retry-base-ms", "20", "--max-attempts", "3")
+FLAGS = ("--retry-base-ms", "5", "--max-attempts", "3")
 TOPICS = ["order.created", "order.paid"]
 
 

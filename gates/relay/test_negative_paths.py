@@ -73,13 +73,25 @@ def test_each_refusal_has_its_status_and_code(relay, endpoints, seed):
         assert_error(client.request("POST", "/subscriptions", body), 400, code, f"POST /subscriptions {body!r}")
     assert_error(client.get("/events/evt-404-no-such"), 404, "not_found", "GET of an unknown event")
     assert_error(client.get("/subscriptions/sub-404-no-such"), 404, "not_found", "GET of an unknown subscription")
-    assert_error(client.get("/no/such/route"), 404, "not_found", "an unknown route")
-    assert_error(client.request("DELETE", "/events"), 405, "method_not_allowed", "DELETE /events")
-    assert_error(client.request("GET", "/events"), 405, "method_not_allowed", "GET /events")
-    assert_error(client.request("PUT", "/subscriptions", {}), 405, "method_not_allowed", "PUT /subscriptions")
-    big = json.dumps({"topic": "order.paid", "payload": {"blob": "x" * (1024 * 1024 + 10)}})
-    assert_error(client.post_event(sc.gen.idempotency_key(), big), 413, "payload_too_large", "a body over 1 MiB")
     sub_id = sc.sub_ids["orders"]
+    for path in ("/no/such/route", "/events/a/b", f"/subscriptions/{sub_id}/replay/x", "/dead-letters/x"):
+        assert_error(client.get(path), 404, "not_found", f"GET of the unknown route {path}")
+    assert_error(client.request("POST", f"/subscriptions/{sub_id}/resend", {}), 404, "not_found",
+                 "POST of an unknown route under a subscription")
+    for method, path in [("DELETE", "/events"), ("GET", "/events"), ("PUT", "/subscriptions"),
+                         ("GET", "/subscriptions"), ("POST", "/events/evt-1"),
+                         ("DELETE", f"/subscriptions/{sub_id}"), ("GET", f"/subscriptions/{sub_id}/replay"),
+                         ("POST", "/dead-letters")]:
+        assert_error(client.request(method, path, {} if method in ("POST", "PUT") else None), 405,
+                     "method_not_allowed", f"{method} {path}")
+    # 1 MiB is the largest body accepted (spaces: a payload no masking pattern works hard on).
+    head, tail = '{"topic": "audit.size", "payload": {"blob": "', '"}}'
+    exact = head + " " * (1024 * 1024 - len(head) - len(tail)) + tail
+    answer = client.post_event(sc.gen.idempotency_key(), exact)
+    assert answer.status == 202 and (answer.json() or {}).get("status") == "accepted", \
+        f"a body of exactly 1 MiB (1,048,576 bytes): expected 202 accepted, got {answer.describe()}"
+    assert_error(client.post_event(sc.gen.idempotency_key(), exact[:-2] + ' "}}'), 413, "payload_too_large",
+                 "a body of 1 MiB + 1 byte")
     assert_error(client.request("POST", f"/subscriptions/{sub_id}/replay", "[1]"), 400, "malformed_json", "replay body []")
     assert_error(client.request("POST", f"/subscriptions/{sub_id}/replay", {"from": 3}), 400, "wrong_type",
                  "replay from a number")
@@ -142,12 +154,14 @@ def test_a_key_reused_for_another_event_is_a_conflict(relay, endpoints, seed):
     client = sc.client
     idem = sc.gen.idempotency_key()
     body = sc.gen.event("order.created", f"order-{sc.gen.rng.randrange(1000, 9999)}", 2)
+    body["payload"]["codes"] = [1, 23]
     sc.post(idem, body)
     email = body["payload"]["customer"]["email"]
     at = email.index("@")
     twin = email[0] + ("x" if email[1] != "x" else "y") + email[2:at] + email[at:]  # masks the same
     others = [
         {**body, "payload": {**body["payload"], "amount_cents": body["payload"]["amount_cents"] + 1}},
+        {**body, "payload": {**body["payload"], "codes": [12, 3]}},  # the original's are [1, 23]
         {**body, "topic": "order.paid"},
         {**body, "version": 3},
         {k: v for k, v in body.items() if k not in ("key", "version")},
@@ -176,8 +190,22 @@ def test_bad_command_lines_exit_2_with_one_line(relay, endpoints, seed):
         "--max-attempts 0": relay.spawn("--state", state, "--port", "0", "--max-attempts", "0"),
         "--retry-base-ms -5": relay.spawn("--state", state, "--port", "0", "--retry-base-ms", "-5"),
         "--port abc": relay.spawn("--state", state, "--port", "abc"),
+        "--port 65536": relay.spawn("--state", state, "--port", "65536"),
+        "--state without a value": relay.spawn("--port", "0", "--state"),
+        "--retry-base-ms 10ms": relay.spawn("--state", state, "--port", "0", "--retry-base-ms", "10ms"),
+        "--max-attempts x3": relay.spawn("--state", state, "--port", "0", "--max-attempts", "x3"),
     }
+    # The smallest values in range are a good command line.
+    good = relay.spawn("--state", state, "--port", "0", "--retry-base-ms", "0", "--max-attempts", "1")
+    # The line names the problem: the option at fault (brief E4).
+    names = {"no --state": "--state", "unknown flag": "--colour", "--max-attempts 0": "--max-attempts",
+             "--retry-base-ms -5": "--retry-base-ms", "--port abc": "--port", "--port 65536": "--port",
+             "--state without a value": "--state", "--retry-base-ms 10ms": "--retry-base-ms",
+             "--max-attempts x3": "--max-attempts"}
     for what, process in runs.items():
         code = process.wait()
         lines = [line for line in process.stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, f"{what}: expected exit 2 and one stderr line, got {process.describe()}"
+        assert names[what] in lines[0], f"{what}: the stderr line does not name {names[what]}: {lines[0]!r}"
+    good.wait_listening()
+    assert good.proc.poll() is None, f"--retry-base-ms 0 --max-attempts 1: {good.describe()}"

@@ -14,7 +14,7 @@ import pytest
 
 from _relay import FailFirst, Gen, Scenario
 
-FLAGS = ("--retry-base-ms", "20", "--max-attempts", "3")
+FLAGS = ("--retry-base-ms", "5", "--max-attempts", "3")
 TOPICS = ["order.created", "order.paid", "invoice.sent"]
 
 
@@ -166,5 +166,10 @@ def test_replay_answer_and_unknown_subscription(relay, endpoints, seed):
     assert answer.status == 202 and answer.json() == {"replayed": len(due)}, f"replay: {answer.describe()}"
     wait_replays(sub, len(due))
     assert all(d.headers.get("x-relay-replay") == "1" for d in sub.received if d.replay)
+    first = replay(sc, "orders", {"from": due[0]})
+    assert first.status == 202 and first.json() == {"replayed": len(due)}, \
+        f"replay from the first delivered event {due[0]}: {first.describe()}"
+    last = replay(sc, "orders", {"from": due[-1]})
+    assert last.status == 202 and last.json() == {"replayed": 1}, f"replay from the last delivered event: {last.describe()}"
     missing = sc.client.request("POST", "/subscriptions/sub-does-not-exist/replay", {})
     assert missing.status == 404, f"replay of an unknown subscription: {missing.describe()}"

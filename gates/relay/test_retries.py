@@ -11,7 +11,7 @@ import pytest
 
 from _relay import HOLD, RESET, FailFirst, Gen, Scenario
 
-BASE_MS = 20
+BASE_MS = 5
 MAX_ATTEMPTS = 4
 FLAGS = ("--retry-base-ms", str(BASE_MS), "--max-attempts", str(MAX_ATTEMPTS))
 TOPICS = ["order.created", "order.paid", "invoice.sent"]
