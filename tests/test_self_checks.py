@@ -91,7 +91,7 @@ def test_a_self_check_without_a_verdict_is_not_shown_red_and_not_counted(tmp_pat
     from benchmark.driver import TrialRunner
     from benchmark.marathon import load_marathon
     from benchmark.records import TrialKeys
-    from benchmark.scorer import CheckResult, Outcome
+    from benchmark.scorer import CheckResult, Outcome, Scoring, ScoringFailure
 
     keys = TrialKeys(run_id="r", trial_id="t", marathon="tiny", arm="checked", agent="a",
                      model="none", effort="none", replicate=1, seed=1)
@@ -103,10 +103,12 @@ def test_a_self_check_without_a_verdict_is_not_shown_red_and_not_counted(tmp_pat
     runner._check_lock, runner._self_checks = threading.Lock(), []
     runner._current = (load_marathon(str(TINY)).episode("e1"), 1)
     check = dict(gate="greet", check="test_greets_by_name", tag="genuine", duration_s=0.1)
+    errored = [CheckResult(**check, outcome=Outcome.error, message="no report")]
     answers = iter([
-        [CheckResult(**check, outcome=Outcome.error, message="no report")],
+        ScoringFailure("1 check without a verdict after 3 scorings", errored),
         RuntimeError("scorer container vanished"),
-        [CheckResult(**check, outcome=Outcome.failed, message="AssertionError")],
+        Scoring(scorings=1, checks=[CheckResult(**check, outcome=Outcome.failed,
+                                                message="AssertionError")]),
     ])
 
     def score(episode, archive):
