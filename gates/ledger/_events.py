@@ -91,14 +91,15 @@ def hour_key(ts: str) -> str:
 
 
 def mask_email(email: str) -> str:
-    """``jane.doe@example.org`` -> ``j***@example.org`` (the spec's masking)."""
-    local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain}"
+    """``jane.doe@example.org`` -> ``j***@example.org``: the first character of the local part
+    (which ends at the last ``@``), ``***@``, the domain; ``***`` for a value without ``@``."""
+    local, at, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}" if at else "***"
 
 
 def mask_card(card: str) -> str:
-    """``4111111111111111`` -> ``****1111`` (the spec's masking)."""
-    return "****" + card[-4:]
+    """``4111111111111111`` -> ``****1111``: ``****`` and the last four digits among its characters."""
+    return "****" + "".join(char for char in card if char in "0123456789")[-4:]
 
 
 # ---------------------------------------------------------------------- generator
@@ -244,11 +245,15 @@ class Model:
     # classification -----------------------------------------------------------
 
     @staticmethod
-    def malformation(raw: str) -> tuple[str | None, object]:
-        """Return ``(reason or None, parsed line)``: why a line is not a well-formed event."""
+    def malformation(raw: str | bytes) -> tuple[str | None, object]:
+        """Return ``(reason or None, parsed line)``: why a line is not a well-formed event.
+
+        ``raw`` is a line of text or of bytes (bytes that are not UTF-8 are not JSON: RFC 8259).
+        """
         try:
-            event = json.loads(raw)
-        except ValueError:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+            event = json.loads(text)
+        except (ValueError, RecursionError):
             return "malformed_json", None
         if not isinstance(event, dict):
             return "malformed_json", None
@@ -341,6 +346,193 @@ class Model:
         return render({"windows": self.windows})
 
 
+# ------------------------------------------------------------ bad lines, mixed inputs
+
+
+def bad_line(gen: EventGen, kind: str) -> str:
+    """One bad input line of the given kind, built around a fresh event of ``gen``.
+
+    The event is not counted in the generator's balances. Kinds are named
+    after the reason code they must get; ``+`` marks lines with several
+    faults, where the first code in the spec's order wins.
+    """
+    account = gen.rng.choice([acct for acct in gen.accounts if acct in gen.balances])
+    event = gen.make(account, "credit", gen.rng.randint(100, 900), gen.clock)
+    if kind == "malformed_json":
+        return json.dumps(event)[: gen.rng.randint(10, 40)]
+    if kind == "malformed_json/array":
+        return json.dumps([event["id"], event["account"], event["amount"]])
+    if kind == "missing_field":
+        del event[gen.rng.choice(("account", "type", "amount", "ts"))]
+    elif kind == "missing_field/id":
+        del event["id"]
+    elif kind == "missing_field+unknown_type":
+        del event["ts"]
+        event["type"] = "refund"
+    elif kind == "wrong_type/string":
+        event["amount"] = str(event["amount"])
+    elif kind == "wrong_type/bool":
+        event["amount"] = True
+    elif kind == "wrong_type/float":
+        event["amount"] = event["amount"] + 0.5
+    elif kind == "wrong_type/ts":
+        event["ts"] = event["ts"].replace("T", " ").rstrip("Z")
+    elif kind == "wrong_type/date":
+        event["ts"] = event["ts"][:5] + "02-30" + event["ts"][10:]  # right shape, no such day
+    elif kind == "wrong_type/null":
+        event[gen.rng.choice(("account", "type", "amount"))] = None
+    elif kind == "wrong_type/email":
+        event["email"] = gen.rng.randint(1, 10**6)
+    elif kind == "wrong_type+non_positive":
+        event["ts"] = event["ts"][:-1] + ".000Z"
+        event["amount"] = 0
+    elif kind == "unknown_type":
+        event["type"] = gen.rng.choice(("refund", "Credit", "transfer"))
+    elif kind == "non_positive_amount":
+        event["amount"] = gen.rng.choice((0, -gen.rng.randint(1, 500)))
+    elif kind == "overdraft":
+        event.update(type="debit", amount=gen.balances[account] + gen.rng.randint(1, 50))
+    elif kind == "overdraft/new_account":
+        event.update(account="acct-0000", type="debit", amount=gen.rng.randint(1, 50))
+    else:
+        raise ValueError(kind)
+    return json.dumps(event)
+
+
+REASON_KINDS = (
+    "malformed_json", "malformed_json/array", "missing_field", "missing_field/id",
+    "missing_field+unknown_type", "wrong_type/string", "wrong_type/bool", "wrong_type/float",
+    "wrong_type/ts", "wrong_type/date", "wrong_type/null", "wrong_type/email",
+    "wrong_type+non_positive", "unknown_type", "non_positive_amount", "overdraft",
+    "overdraft/new_account",
+)
+
+
+def raw_bad_line(gen: EventGen, kind: str) -> bytes:
+    """One bad line at the byte or structure level (bytes), around a fresh event of ``gen``.
+
+    Every kind has one reason code under the E4 brief (the model decides it): bytes that are
+    not UTF-8, a NUL byte, nesting deeper than any parser's recursion limit, JSON that is not
+    an object, junk nested in a field, numbers that are not integers, duplicate keys.
+    """
+    account = gen.rng.choice([acct for acct in gen.accounts if acct in gen.balances])
+    event = gen.make(account, "credit", gen.rng.randint(100, 900), gen.clock)
+    text = json.dumps(event)
+    if kind == "invalid_utf8":  # a Latin-1 byte inside the id: not UTF-8, so not JSON
+        return text.replace(event["id"], event["id"] + "\xe9").encode("latin-1")
+    if kind == "invalid_utf8/lone":
+        return b"\xff\xfe" + text.encode("utf-8")
+    if kind == "nul":
+        return text.replace('"type"', '"ty\x00pe"').encode("utf-8")
+    if kind == "deep":
+        return ("[" * 100_000 + "]" * 100_000).encode("ascii")
+    if kind == "scalar":
+        return gen.rng.choice((b"null", b"42", b'"credit"', b"true", b"[]"))
+    if kind == "empty_object":
+        return b"{}"
+    if kind == "nested_junk":
+        field = gen.rng.choice(("id", "account", "type", "ts"))
+        event[field] = {"value": event[field], "junk": [1, [2, {"x": None}]]}
+    elif kind == "huge_float":
+        event["amount"] = gen.rng.choice((1e400, 1e2, 100.0))
+    elif kind == "nan":
+        return text.replace(f'"amount": {event["amount"]}', '"amount": NaN').encode("utf-8")
+    elif kind == "duplicate_key":  # the last value of a repeated key counts (JSON parsers agree)
+        return text.replace('"amount": ', '"amount": 5, "amount": -', 1).encode("utf-8")
+    elif kind == "truncated":
+        return text.encode("utf-8")[: gen.rng.randint(1, len(text) - 2)]
+    else:
+        raise ValueError(kind)
+    return json.dumps(event).encode("utf-8")
+
+
+RAW_KINDS = (
+    "invalid_utf8", "invalid_utf8/lone", "nul", "deep", "scalar", "empty_object", "nested_junk",
+    "huge_float", "nan", "duplicate_key", "truncated",
+)
+
+
+def outcomes_in_force(stdout: str) -> set[str]:
+    """The outcomes the product's episode knows, from the keys of its printed counts.
+
+    ``applied`` and ``duplicate`` always; ``late`` once the product prints a ``late`` key (E3),
+    ``rejected`` once it prints ``rejected`` (E4). Used to mix every outcome of the episode
+    in force into an input without feeding an earlier episode lines it leaves unspecified.
+    """
+    keys = set(counts_of(stdout))
+    return {"applied", "duplicate"} | ({"late"} if "late" in keys else set()) | (
+        {"rejected"} if "rejected" in keys else set())
+
+
+def mixed_outcomes(gen: EventGen, n: int, outcomes: set[str], earlier: list[dict] = (),
+                   shares: tuple[float, float, float] = (0.14, 0.10, 0.20)) -> list:
+    """About ``n`` input lines mixing every outcome in ``outcomes`` (see :func:`outcomes_in_force`).
+
+    Always: applied events (credits and debits, some far apart in time so windows differ) and
+    duplicates: copies of applied events of this input or of ``earlier`` (an earlier
+    invocation), some re-delivered with another amount or time. With ``late``: events behind
+    the watermark and later copies of them (duplicates, also with a fresh time). With
+    ``rejected``: bad lines of every reason code and byte-level faults, blank lines, lines
+    CR-terminated lines, and valid retries of rejected ids (applied). ``shares``: the
+    share of lines that are duplicates, late lines and bad lines (when in force). Lines are
+    ``str`` or ``bytes`` (write them with :func:`write_raw`).
+    """
+    dup_share, late_share, bad_share = shares
+    lines: list = []
+    applied: list[dict] = list(earlier)
+    dead: list[dict] = []
+    rejected_ids: list[str] = []
+    bad: list = []
+    late, rejects = "late" in outcomes, "rejected" in outcomes
+    kinds = list(REASON_KINDS) + list(RAW_KINDS)
+    gen.rng.shuffle(kinds)
+    for account in gen.accounts:
+        if account not in gen.balances:
+            event = gen.event(account=account)
+            applied.append(event)
+            lines.append(json.dumps(event))
+    while len(lines) < n:
+        roll = gen.rng.random()
+        if roll < dup_share and applied:
+            copy = dict(gen.rng.choice(applied))
+            if gen.rng.random() < 0.3:
+                copy["amount"] = gen.rng.randint(1, MAX_DEBIT)
+            lines.append(json.dumps(copy))
+        elif late and roll < dup_share + late_share:
+            if dead and gen.rng.random() < 0.4:
+                copy = dict(gen.rng.choice(dead))
+                if gen.rng.random() < 0.5:
+                    copy["ts"] = iso(gen.clock)
+                lines.append(json.dumps(copy))
+            else:
+                event = gen.stray(ts=gen.clock - 3_601 - gen.rng.randint(0, 5_000))
+                dead.append(event)
+                lines.append(json.dumps(event))
+        elif rejects and roll < dup_share + late_share + bad_share:
+            if rejected_ids and gen.rng.random() < 0.3:
+                account = gen.rng.choice([acct for acct in gen.accounts if acct in gen.balances])
+                lines.append(json.dumps(gen.make(account, "credit", gen.rng.randint(100, 900),
+                                                 gen.tick(), rejected_ids.pop())))
+            elif gen.rng.random() < 0.15:
+                lines.append(gen.rng.choice(("", " ", "\t", "\r")))
+            elif bad and gen.rng.random() < 0.15:
+                lines.append(gen.rng.choice(bad))  # a bad line re-sent: rejected again
+            else:
+                kind = kinds.pop() if kinds else gen.rng.choice(REASON_KINDS)
+                line = raw_bad_line(gen, kind) if kind in RAW_KINDS else bad_line(gen, kind)
+                parsed = Model.malformation(line)[1]
+                if isinstance(parsed, dict) and isinstance(parsed.get("id"), str):
+                    rejected_ids.append(parsed["id"])
+                bad.append(line)
+                lines.append(line)
+        else:
+            event = gen.event(ts=gen.tick(1, 90))
+            applied.append(event)
+            line = json.dumps(event)
+            lines.append(line + "\r" if rejects and gen.rng.random() < 0.1 else line)
+    return lines
+
+
 # ------------------------------------------------------------------------ helpers
 
 
@@ -352,6 +544,18 @@ def render(document: object) -> str:
 def to_lines(events: list[dict]) -> list[str]:
     """Serialise events as JSON Lines (without newlines)."""
     return [json.dumps(event) for event in events]
+
+
+def raw_input(lines: list) -> bytes:
+    """Lines (``str`` or ``bytes``) as one input: each followed by a newline."""
+    return b"".join((line if isinstance(line, bytes) else line.encode("utf-8")) + b"\n" for line in lines)
+
+
+def write_raw(path: Path, lines: list) -> Path:
+    """Write lines (``str`` or ``bytes``) to ``path`` with :func:`raw_input`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw_input(lines))
+    return path
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

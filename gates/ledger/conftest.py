@@ -22,6 +22,7 @@ scoring to the next.
 from __future__ import annotations
 
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -29,6 +30,17 @@ import pytest
 from marathon_product import DEFAULT_TIMEOUT, Pending, Product, Result, Streaming  # noqa: F401
 
 TAGS = ("genuine", "contract")
+
+#: Time zones and locales the product runs under, one of each per run (from the seed, the check
+#: and the call number): the briefs fix every time as UTC and every file's bytes, so nothing
+#: may depend on the host's zone or locale. POSIX ``C`` is coerced to UTF-8 by Python 3.7+.
+TIME_ZONES = ("UTC", "America/Los_Angeles", "Asia/Kathmandu", "Pacific/Kiritimati",
+              "Australia/Lord_Howe", "America/St_Johns", "EST5EDT")
+LOCALES = ("C.UTF-8", "C", "POSIX")
+
+#: The fault hook (see ``_fault_hook.py``), read now: the gates directory is erased once the
+#: checks are collected, and the hook is written into each check's scratch directory at run time.
+FAULT_HOOK = (Path(__file__).parent / "_fault_hook.py").read_text(encoding="utf-8")
 
 
 def pytest_configure(config):
@@ -101,10 +113,49 @@ class LedgerRunner(Product):
         self._calls = 0
 
     def env(self) -> dict:
-        """``PYTHONHASHSEED`` of the next run: from the seed, the check and the call number."""
+        """Environment of the next run, from the seed, the check and the call number:
+        ``PYTHONHASHSEED``, a time zone ``TZ`` and a locale (``LANG`` and ``LC_ALL``)."""
         self._calls += 1
         key = f"{self._seed}/{self._check}/{self._calls}".encode("utf-8")
-        return {"LANG": "C.UTF-8", "PYTHONHASHSEED": str(zlib.crc32(key) % 4_000_000_000 + 1)}
+        digest = zlib.crc32(key)
+        locale = LOCALES[(digest >> 8) % len(LOCALES)]
+        return {"LANG": locale, "LC_ALL": locale, "TZ": TIME_ZONES[(digest >> 4) % len(TIME_ZONES)],
+                "PYTHONHASHSEED": str(digest % 4_000_000_000 + 1)}
+
+    def fault_env(self, kill_at: int | None = None, trace: Path | None = None) -> dict:
+        """Extra environment that loads the fault hook into the product's Python.
+
+        ``kill_at=N``: the process SIGKILLs itself just before its Nth state-changing step
+        (file opened for writing, rename, truncate, write, flush, fsync, print; see
+        ``_fault_hook.py``). ``trace``: at a normal exit the labels of every step are written
+        there, one per line (:meth:`steps` reads them).
+        """
+        hook = self.path("fault-hook/sitecustomize.py")
+        if not hook.exists():
+            hook.write_text(FAULT_HOOK, encoding="utf-8")
+        env = {"PYTHONPATH": str(hook.parent)}
+        if kill_at:
+            env["MARATHON_FAULT_KILL_AT"] = str(kill_at)
+        if trace is not None:
+            env["MARATHON_FAULT_TRACE"] = str(trace)
+        return env
+
+    @staticmethod
+    def steps(trace: Path) -> list[str]:
+        """The step labels a traced run wrote (empty if it wrote none)."""
+        return trace.read_text(encoding="utf-8").splitlines() if trace.is_file() else []
+
+    def clone(self, source: Path, name: str) -> Path:
+        """Copy the state directory ``source`` to :meth:`path` ``name``, owned by the product
+        uid as if the product had written it (so runs on the copy may change every file)."""
+        target = self.path(name)
+        shutil.copytree(source, target, symlinks=True)
+        if self.uid is not None:
+            for top, dirs, files in os.walk(target):
+                os.chown(top, self.uid, self.uid)
+                for entry in dirs + files:
+                    os.chown(os.path.join(top, entry), self.uid, self.uid, follow_symlinks=False)
+        return target
 
     def ingest(self, source, state: Path, *extra, stdin: bytes | str | None = None,
                expect_ok: bool = True, env: dict | None = None) -> Result:

@@ -19,7 +19,11 @@ import json
 
 import pytest
 
-from _events import EventGen, Model, accounts_of, assert_counts, nonblank_lines, to_lines, write_lines
+from _events import (
+    EventGen, Model, accounts_of, assert_counts, mixed_outcomes, nonblank_lines, outcomes_in_force, to_lines,
+    write_lines, write_raw,
+)
+from _kills import kill_points
 
 
 def spanning_input(gen, n, head, copies):
@@ -31,24 +35,37 @@ def spanning_input(gen, n, head, copies):
 
 
 EVENT_FIELDS = ("id", "account", "type", "amount", "ts")
+#: What a line of events.jsonl or dead_letter.jsonl holds (the spec's record: masked personal data).
+RECORD_FIELDS = EVENT_FIELDS + ("email", "card")
 
 
-def log_entry(line):
-    """An event-log line reduced to its event fields (the raw line if it is not a JSON object)."""
+def log_entry(line, fields=EVENT_FIELDS):
+    """A log line reduced to ``fields`` (the raw line if it is not a JSON object)."""
     try:
         record = json.loads(line)
     except ValueError:
         return line
-    return tuple(record.get(field) for field in EVENT_FIELDS) if isinstance(record, dict) else line
+    return tuple(record.get(field) for field in fields) if isinstance(record, dict) else line
+
+
+def _document(path, key):
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        return f"not JSON: {exc}"
+    return document.get(key) if isinstance(document, dict) else document
 
 
 def final_state(state):
-    """What must match an uninterrupted run: balances, windows (if any), the event log."""
-    windows = state / "windows.json"
+    """The "final state" of DESIGN.md: balances, windows, the event log and the dead letters
+    (each line reduced to the spec's record fields), as parsed values."""
     return {
-        "balances": accounts_of(state),
-        "windows": json.loads(windows.read_text(encoding="utf-8")).get("windows") if windows.is_file() else None,
-        "events.jsonl": [log_entry(line) for line in nonblank_lines(state / "events.jsonl")],
+        "balances.json": _document(state / "balances.json", "accounts"),
+        "windows.json": _document(state / "windows.json", "windows"),
+        "events.jsonl": [log_entry(line, RECORD_FIELDS) for line in nonblank_lines(state / "events.jsonl")],
+        "dead_letter.jsonl": [log_entry(line, RECORD_FIELDS) for line in nonblank_lines(state / "dead_letter.jsonl")],
     }
 
 
@@ -60,19 +77,24 @@ def first_difference(got, want):
     return min(len(got), len(want)) + 1
 
 
-def assert_same_state(resumed, reference, model):
-    """The resumed state equals the uninterrupted one, and its balances the model's."""
+def assert_same_state(resumed, reference, model, what="after kill and re-run"):
+    """The resumed state equals the uninterrupted one, and both the model's."""
     got, want = final_state(resumed), final_state(reference)
-    assert want["balances"] == model.balances, "the uninterrupted run itself has wrong balances"
-    assert len(want["events.jsonl"]) == len(model.applied), \
-        "events.jsonl of the uninterrupted run does not have one line per applied event"
-    assert got["balances"] == want["balances"], "after kill and re-run, balances differ from an uninterrupted run"
-    assert got["windows"] == want["windows"], "after kill and re-run, windows differ from an uninterrupted run"
-    assert got["events.jsonl"] == want["events.jsonl"], (
-        f"after kill and re-run, events.jsonl has {len(got['events.jsonl'])} lines (uninterrupted: "
-        f"{len(want['events.jsonl'])}), first difference at line "
-        f"{first_difference(got['events.jsonl'], want['events.jsonl'])}"
-    )
+    assert want["balances.json"] == model.balances, "the uninterrupted run itself has wrong balances"
+    assert [entry[:5] for entry in want["events.jsonl"]] == [
+        tuple(event[field] for field in EVENT_FIELDS) for event in model.applied
+    ], "events.jsonl of the uninterrupted run does not list the applied events in order"
+    if want["windows.json"] is not None:
+        assert want["windows.json"] == model.windows, "the uninterrupted run itself has wrong windows"
+        assert len(want["dead_letter.jsonl"]) == len(model.dead), \
+            "dead_letter.jsonl of the uninterrupted run does not have one line per late event"
+    for name in ("balances.json", "windows.json"):
+        assert got[name] == want[name], f"{what}, {name} differs from an uninterrupted run's"
+    for name in ("events.jsonl", "dead_letter.jsonl"):
+        assert got[name] == want[name], (
+            f"{what}, {name} has {len(got[name])} lines (uninterrupted: {len(want[name])}), "
+            f"first difference at line {first_difference(got[name], want[name])}"
+        )
 
 
 def killed_then_resumed(ledger, state, lines, stops, every):
@@ -160,3 +182,57 @@ def test_checkpoint_file_is_valid_json(ledger, seed):
             json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise AssertionError(f"checkpoint.json is not valid JSON ({state.name} run): {exc}") from None
+
+
+def opened_state(ledger, gen, name="opening"):
+    """A state directory after a first, valid invocation; returns it, its events and the
+    outcomes the product's episode knows (from the keys of the counts it printed)."""
+    events = gen.stream(12)
+    state = ledger.path(name)
+    result = ledger.ingest(write_lines(ledger.path(f"{name}.jsonl"), to_lines(events)), state)
+    return state, events, outcomes_in_force(result.stdout)
+
+
+@pytest.mark.genuine
+@pytest.mark.slow
+def test_killed_at_any_step_resumes_to_uninterrupted_state(ledger, seed):
+    """Killed at varied steps of a run (a file just opened for writing, between the renames
+    of two files, before or after printing the counts, mid-input; once or three times in a
+    row), on an input mixing every outcome of the episode, the re-run reaches the final state
+    of an uninterrupted run: balances, windows, event log and dead letters.
+
+    The product kills itself just before its Nth state-changing step (the fault hook in its
+    Python, see ``_fault_hook.py``), so where it dies does not depend on timing: the steps
+    are listed by a traced uninterrupted run first.
+    """
+    gen = EventGen(seed, "ckpt-steps", n_accounts=5)
+    opening, earlier, outcomes = opened_state(ledger, gen)
+    lines = mixed_outcomes(gen, 44, outcomes, earlier=earlier, shares=(0.15, 0.3, 0.2))
+    model = Model()
+    model.ingest(to_lines(earlier))
+    model.ingest(lines, allow=tuple(outcomes))
+    src = write_raw(ledger.path("events.jsonl"), lines)
+    args = (src, "--checkpoint-every", "4")
+    trace = ledger.path("traces/uninterrupted.txt")
+    reference = ledger.clone(opening, "uninterrupted")
+    ledger.ingest(*args[:1], reference, *args[1:], env=ledger.fault_env(trace=trace))
+    steps = ledger.steps(trace)
+    points = kill_points(steps, gen.rng, limit=10)
+    repeated = sorted(gen.rng.sample(points, 3)) if len(points) >= 3 else points
+
+    chains = {f"killed-at-{point}": [point] for point in points}
+    chains["killed-3-times"] = repeated
+    states = {name: ledger.clone(opening, name) for name in chains}
+    for round_ in range(max(len(kills) for kills in chains.values())):
+        runs = [ledger.spawn_ingest(src, states[name], *args[1:], expect_ok=False,
+                                    env=ledger.fault_env(kill_at=kills[round_]))
+                for name, kills in chains.items() if round_ < len(kills)]
+        for run in runs:
+            run.result()
+    finals = {name: ledger.spawn_ingest(src, state, *args[1:], expect_ok=False)
+              for name, state in states.items()}
+    for name, run in finals.items():
+        result = run.result()
+        where = f"killed before step(s) {chains[name]} of {len(steps)} ({', '.join(steps[p - 1] for p in chains[name] if p <= len(steps))})"
+        assert result.returncode == 0, f"re-run after being {where} failed: " + result.describe()
+        assert_same_state(states[name], reference, model, what=f"after being {where} and re-run")

@@ -10,65 +10,8 @@ import json
 
 import pytest
 
-from _events import EventGen, Model, accounts_of, assert_counts, nonblank_lines, to_lines, write_lines
-
-
-def bad_line(gen, kind):
-    """One bad input line of the given kind, built around a fresh event of ``gen``.
-
-    The event is not counted in the generator's balances. Kinds are named
-    after the reason code they must get; ``+`` marks lines with several
-    faults, where the first code in the spec's order wins.
-    """
-    account = gen.rng.choice([acct for acct in gen.accounts if acct in gen.balances])
-    event = gen.make(account, "credit", gen.rng.randint(100, 900), gen.clock)
-    if kind == "malformed_json":
-        return json.dumps(event)[: gen.rng.randint(10, 40)]
-    if kind == "malformed_json/array":
-        return json.dumps([event["id"], event["account"], event["amount"]])
-    if kind == "missing_field":
-        del event[gen.rng.choice(("account", "type", "amount", "ts"))]
-    elif kind == "missing_field/id":
-        del event["id"]
-    elif kind == "missing_field+unknown_type":
-        del event["ts"]
-        event["type"] = "refund"
-    elif kind == "wrong_type/string":
-        event["amount"] = str(event["amount"])
-    elif kind == "wrong_type/bool":
-        event["amount"] = True
-    elif kind == "wrong_type/float":
-        event["amount"] = event["amount"] + 0.5
-    elif kind == "wrong_type/ts":
-        event["ts"] = event["ts"].replace("T", " ").rstrip("Z")
-    elif kind == "wrong_type/date":
-        event["ts"] = event["ts"][:5] + "02-30" + event["ts"][10:]  # right shape, no such day
-    elif kind == "wrong_type/null":
-        event[gen.rng.choice(("account", "type", "amount"))] = None
-    elif kind == "wrong_type/email":
-        event["email"] = gen.rng.randint(1, 10**6)
-    elif kind == "wrong_type+non_positive":
-        event["ts"] = event["ts"][:-1] + ".000Z"
-        event["amount"] = 0
-    elif kind == "unknown_type":
-        event["type"] = gen.rng.choice(("refund", "Credit", "transfer"))
-    elif kind == "non_positive_amount":
-        event["amount"] = gen.rng.choice((0, -gen.rng.randint(1, 500)))
-    elif kind == "overdraft":
-        event.update(type="debit", amount=gen.balances[account] + gen.rng.randint(1, 50))
-    elif kind == "overdraft/new_account":
-        event.update(account="acct-0000", type="debit", amount=gen.rng.randint(1, 50))
-    else:
-        raise ValueError(kind)
-    return json.dumps(event)
-
-
-REASON_KINDS = (
-    "malformed_json", "malformed_json/array", "missing_field", "missing_field/id",
-    "missing_field+unknown_type", "wrong_type/string", "wrong_type/bool", "wrong_type/float",
-    "wrong_type/ts", "wrong_type/date", "wrong_type/null", "wrong_type/email",
-    "wrong_type+non_positive", "unknown_type", "non_positive_amount", "overdraft",
-    "overdraft/new_account",
+from _events import (
+    REASON_KINDS, EventGen, Model, accounts_of, assert_counts, bad_line, nonblank_lines, to_lines, write_lines,
 )
 
 
