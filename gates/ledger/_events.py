@@ -377,6 +377,10 @@ def bad_line(gen: EventGen, kind: str) -> str:
         event["amount"] = event["amount"] + 0.5
     elif kind == "wrong_type/ts":
         event["ts"] = event["ts"].replace("T", " ").rstrip("Z")
+    elif kind == "wrong_type/ts_shape":  # parseable by a lenient parser, not the exact format
+        ts = event["ts"]
+        event["ts"] = gen.rng.choice((ts.lower(), ts[:5] + str(int(ts[5:7])) + ts[7:], ts[:-1] + "+00:00",
+                                      ts.replace("-", "/")))
     elif kind == "wrong_type/date":
         event["ts"] = event["ts"][:5] + "02-30" + event["ts"][10:]  # right shape, no such day
     elif kind == "wrong_type/null":
@@ -402,7 +406,7 @@ def bad_line(gen: EventGen, kind: str) -> str:
 REASON_KINDS = (
     "malformed_json", "malformed_json/array", "missing_field", "missing_field/id",
     "missing_field+unknown_type", "wrong_type/string", "wrong_type/bool", "wrong_type/float",
-    "wrong_type/ts", "wrong_type/date", "wrong_type/null", "wrong_type/email",
+    "wrong_type/ts", "wrong_type/ts_shape", "wrong_type/date", "wrong_type/null", "wrong_type/email",
     "wrong_type+non_positive", "unknown_type", "non_positive_amount", "overdraft",
     "overdraft/new_account",
 )

@@ -11,7 +11,8 @@ import json
 import pytest
 
 from _events import (
-    REASON_KINDS, EventGen, Model, accounts_of, assert_counts, bad_line, nonblank_lines, to_lines, write_lines,
+    RAW_KINDS, REASON_KINDS, EventGen, Model, accounts_of, assert_counts, bad_line, nonblank_lines, raw_bad_line,
+    raw_input, to_lines, write_lines,
 )
 
 
@@ -132,7 +133,8 @@ def test_overdraft_checks_the_current_balance(ledger, seed):
 
 @pytest.mark.contract
 def test_usage_errors_exit_2(ledger, seed):
-    """A missing input file and an unknown command exit 2 with one line on stderr; the state stays as it was."""
+    """A missing input file, an unknown command, a missing --state and option values out of
+    range each exit 2 with one line on stderr; the state stays as it was."""
     gen = EventGen(seed, "neg-usage", n_accounts=3)
     state = ledger.path("state")
     unknown_run = ledger.spawn("frobnicate", "--state", ledger.path("other-state"))  # runs beside the ingest
@@ -150,3 +152,57 @@ def test_usage_errors_exit_2(ledger, seed):
     assert unknown.returncode == 2, "unknown command: " + unknown.describe()
     lines = unknown.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].strip(), f"unknown command: stderr should be one line: {unknown.stderr!r}"
+
+    src = ledger.path("events.jsonl")
+    bad_usage = {  # each a usage error on an existing state: exit 2, one line, nothing changed
+        "ingest without --state": ("ingest", src),
+        "--checkpoint-every 0": ("ingest", src, "--state", state, "--checkpoint-every", "0"),
+        "--checkpoint-every x": ("ingest", src, "--state", state, "--checkpoint-every", "x"),
+        "--allowed-lateness -1": ("ingest", src, "--state", state, "--allowed-lateness", "-1"),
+        "replay without --state": ("replay",),
+    }
+    runs = {name: ledger.spawn(*args) for name, args in bad_usage.items()}
+    for name, run in runs.items():
+        result = run.result()
+        assert result.returncode == 2, f"{name}: " + result.describe()
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].strip(), f"{name}: stderr should be one line: {result.stderr!r}"
+    assert (state / "balances.json").read_bytes() == before, "a usage error changed balances.json"
+
+
+@pytest.mark.genuine
+def test_byte_level_faults_are_rejected_not_fatal(ledger, seed):
+    """Lines broken at the byte or structure level (not UTF-8, a NUL byte, nesting deeper than a
+    parser's recursion limit, JSON scalars, junk nested in fields, NaN and 1e400, repeated keys,
+    truncated JSON) are rejected with their code; CRLF line ends, whitespace-only lines, huge
+    integer amounts and a last line without a newline are handled; stdin or a file alike.
+    """
+    gen = EventGen(seed, "neg-bytes", n_accounts=4)
+    lines = [json.dumps(gen.event(account=acct)) for acct in gen.accounts]
+    kinds = list(RAW_KINDS)
+    gen.rng.shuffle(kinds)
+    for kind in kinds:
+        lines.append(raw_bad_line(gen, kind))
+        event = gen.event()
+        lines.append(json.dumps(event) + ("\r" if gen.rng.random() < 0.5 else ""))
+        if gen.rng.random() < 0.3:
+            lines.append(gen.rng.choice((b"", b"\r", b" \t ", b"\x0b")))
+    account = gen.rng.choice(gen.accounts)
+    huge = gen.rng.randint(10**20, 10**24)  # integers beyond 64 bits are integers
+    lines += [json.dumps(gen.make(account, "credit", huge, gen.tick())),
+              json.dumps(gen.make(account, "debit", huge, gen.tick()))]
+    lines.append(json.dumps(gen.event()))
+    model = Model()
+    expected = model.ingest(lines, allow=("applied", "rejected"))
+    data = raw_input(lines)[:-1]  # the last line has no newline
+    src = ledger.path("events.jsonl")
+    src.write_bytes(data)
+    runs = {"file": ledger.spawn_ingest(src, ledger.path("state-file")),
+            "stdin": ledger.spawn_ingest("-", ledger.path("state-stdin"), stdin=data)}
+    for name, run in runs.items():
+        result = run.result()
+        assert_counts(result.stdout, expected["counts"])
+        state = ledger.path(f"state-{name}")
+        assert accounts_of(state) == model.balances, f"balances wrong ({name} input)"
+        records = [json.loads(line) for line in nonblank_lines(state / "rejects.jsonl")]
+        assert records == expected["rejects"], f"rejects.jsonl ({name} input)"
