@@ -437,8 +437,10 @@ def raw_bad_line(gen: EventGen, kind: str) -> bytes:
     if kind == "nested_junk":
         field = gen.rng.choice(("id", "account", "type", "ts"))
         event[field] = {"value": event[field], "junk": [1, [2, {"x": None}]]}
-    elif kind == "huge_float":
-        event["amount"] = gen.rng.choice((1e400, 1e2, 100.0))
+    elif kind == "float_integral":  # a float equal to an integer is still not an integer
+        event["amount"] = float(event["amount"])
+    elif kind == "float_inf":
+        event["amount"] = 1e400
     elif kind == "nan":
         return text.replace(f'"amount": {event["amount"]}', '"amount": NaN').encode("utf-8")
     elif kind == "duplicate_key":  # the last value of a repeated key counts (JSON parsers agree)
@@ -452,7 +454,7 @@ def raw_bad_line(gen: EventGen, kind: str) -> bytes:
 
 RAW_KINDS = (
     "invalid_utf8", "invalid_utf8/lone", "nul", "deep", "scalar", "empty_object", "nested_junk",
-    "huge_float", "nan", "duplicate_key", "truncated",
+    "float_integral", "float_inf", "nan", "duplicate_key", "truncated",
 )
 
 

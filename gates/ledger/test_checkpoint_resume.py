@@ -220,19 +220,39 @@ def test_killed_at_any_step_resumes_to_uninterrupted_state(ledger, seed):
     points = kill_points(steps, gen.rng, limit=10)
     repeated = sorted(gen.rng.sample(points, 3)) if len(points) >= 3 else points
 
+    # Both inputs in one, on an empty state (no checkpoint yet when the first kill comes).
+    fresh_model = Model()
+    fresh_model.ingest(to_lines(earlier) + lines, allow=tuple(outcomes))
+    fresh_src = write_raw(ledger.path("fresh.jsonl"), to_lines(earlier) + lines)
+    fresh_trace = ledger.path("traces/fresh.txt")
+    fresh_reference = ledger.path("fresh-uninterrupted")
+    ledger.ingest(fresh_src, fresh_reference, *args[1:], env=ledger.fault_env(trace=fresh_trace))
+    fresh_steps = ledger.steps(fresh_trace)
+    fresh_points = kill_points(fresh_steps[:len(fresh_steps) // 3], gen.rng, limit=3)
+
     chains = {f"killed-at-{point}": [point] for point in points}
     chains["killed-3-times"] = repeated
     states = {name: ledger.clone(opening, name) for name in chains}
+    for point in fresh_points:
+        chains[f"fresh-killed-at-{point}"] = [point]
+        states[f"fresh-killed-at-{point}"] = ledger.path(f"fresh-killed-at-{point}")
     for round_ in range(max(len(kills) for kills in chains.values())):
-        runs = [ledger.spawn_ingest(src, states[name], *args[1:], expect_ok=False,
+        runs = [ledger.spawn_ingest(fresh_src if name.startswith("fresh") else src, states[name], *args[1:],
+                                    expect_ok=False,
                                     env=ledger.fault_env(kill_at=kills[round_]))
                 for name, kills in chains.items() if round_ < len(kills)]
         for run in runs:
             run.result()
-    finals = {name: ledger.spawn_ingest(src, state, *args[1:], expect_ok=False)
+    finals = {name: ledger.spawn_ingest(fresh_src if name.startswith("fresh") else src, state, *args[1:],
+                                        expect_ok=False)
               for name, state in states.items()}
     for name, run in finals.items():
         result = run.result()
-        where = f"killed before step(s) {chains[name]} of {len(steps)} ({', '.join(steps[p - 1] for p in chains[name] if p <= len(steps))})"
+        fresh = name.startswith("fresh")
+        trace_steps = fresh_steps if fresh else steps
+        where = (f"killed before step(s) {chains[name]} of {len(trace_steps)} "
+                 f"({', '.join(trace_steps[p - 1] for p in chains[name] if p <= len(trace_steps))})"
+                 f"{' on an empty state' if fresh else ''}")
         assert result.returncode == 0, f"re-run after being {where} failed: " + result.describe()
-        assert_same_state(states[name], reference, model, what=f"after being {where} and re-run")
+        assert_same_state(states[name], fresh_reference if fresh else reference, fresh_model if fresh else model,
+                          what=f"after being {where} and re-run")

@@ -91,3 +91,25 @@ def test_balances_and_counts_formats(ledger, seed):
     counts = counts_of(out)
     assert out.rstrip("\n") == json.dumps(counts, sort_keys=True), f"stdout is not sorted-key JSON: {out!r}"
     assert counts["applied"] == expected["applied"] and counts["duplicate"] == expected["duplicate"]
+
+
+@pytest.mark.genuine
+def test_ids_are_exact_strings(ledger, seed):
+    """An id is its exact string: ids differing only in letter case, surrounding spaces or a
+    Unicode accent are different events (all applied); the exact same id is a duplicate in
+    the same and in a later invocation, whatever else the re-sent line carries."""
+    gen = EventGen(seed, "idem-exact", n_accounts=4)
+    events = gen.stream(8)
+    variants = []
+    for event in gen.rng.sample(events[4:], 3):
+        for other in (event["id"].upper(), f" {event['id']}", event["id"] + "\u00e9", event["id"] + "e\u0301"):
+            variants.append(dict(gen.event(), id=other))
+    lines = to_lines(events + variants)
+    resend = [json.dumps(dict(event, account=gen.rng.choice(gen.accounts), type="credit"))
+              for event in gen.rng.sample(events + variants, 5)]
+    model = Model()
+    state = ledger.path("state")
+    for name, part in (("a", lines + resend[:2]), ("b", resend[2:])):
+        result = ledger.ingest(write_lines(ledger.path(f"{name}.jsonl"), part), state)
+        assert_counts(result.stdout, model.ingest(part)["counts"])
+        assert accounts_of(state) == model.balances, f"balances wrong after file {name}"

@@ -7,10 +7,13 @@ counted ``late``; an id already seen (applied or dead-lettered) is a
 duplicate first. Expectations come from the model in ``_events``.
 """
 
+import json
+
 import pytest
 
 from _events import (
-    EventGen, Model, accounts_of, assert_counts, iso, nonblank_lines, to_lines, windows_of, write_lines,
+    EventGen, Model, accounts_of, assert_counts, counts_of, iso, nonblank_lines, to_lines, windows_of,
+    write_lines,
 )
 
 
@@ -146,3 +149,49 @@ def test_windows_file_format(ledger, seed):
     state = ledger.path("state")
     ledger.ingest(write_lines(ledger.path("events.jsonl"), lines), state)
     assert (state / "windows.json").read_text(encoding="utf-8") == model.windows_text()
+
+
+@pytest.mark.genuine
+def test_watermark_moves_only_with_applied_events(ledger, seed):
+    """Lines that are not applied move no watermark: a duplicate re-stamped hours ahead, a
+    dead-lettered event, and (from E4) a rejected line stamped hours ahead leave later in-range
+    events applied; a dead-lettered id stays seen in a later invocation; the first event of an
+    empty ledger is never late; --allowed-lateness 0 makes every earlier event late, and the
+    default lateness is exactly 3600 s at its boundary.
+    """
+    gen = EventGen(seed, "late-moves", n_accounts=4)
+    events = spread_stream(gen, 16)
+    ahead = gen.clock + gen.rng.randint(7_200, 20_000)
+    events.append(dict(events[3], ts=iso(ahead)))  # duplicate from the future: no watermark move
+    dead = gen.stray(ts=gen.clock - 3_601 - gen.rng.randint(0, 900))
+    events.append(dead)
+    events.append(gen.event(ts=gen.clock - gen.rng.randint(600, 3_000)))  # in range: applied
+    opening = ledger.ingest(write_lines(ledger.path("probe.jsonl"), to_lines(events[:1])), ledger.path("probe"))
+    lines = to_lines(events)
+    if "rejected" in counts_of(opening.stdout):  # E4: a rejected line from the future moves nothing
+        lines.append(json.dumps(dict(gen.stray(ts=ahead), type="refund")))
+        lines.append(json.dumps(dict(gen.stray(ts=ahead), amount=0)))
+    lines.append(json.dumps(gen.event(ts=gen.clock - gen.rng.randint(600, 3_000))))
+    newest = gen.clock
+    second = [dict(dead, ts=iso(newest)),  # a dead-lettered id from an earlier run: duplicate
+              gen.event(ts=newest - 3_600),  # exactly at the default watermark: applied
+              gen.stray(ts=newest - 3_601)]  # one second before: late
+    model = Model()
+    state = ledger.path("state")
+    for name, part in (("a", lines), ("b", to_lines(second))):
+        expected = model.ingest(part, allow=("applied", "late", "duplicate", "rejected"))
+        result = ledger.ingest(write_lines(ledger.path(f"{name}.jsonl"), part), state)
+        assert_counts(result.stdout, expected["counts"])
+    check_state(state, model, len(model.dead))
+
+    gen = EventGen(seed, "late-strict", n_accounts=3)  # a fresh state: fresh balances
+    strict = spread_stream(gen, 6)
+    strict.append(gen.stray(ts=gen.clock - 1))  # behind the newest by 1 s: late with lateness 0
+    strict.append(gen.event(ts=gen.clock))  # as new as the newest: applied
+    strict_lines = to_lines(strict)
+    strict_model = Model()
+    expected = strict_model.ingest(strict_lines, lateness=0, allow=("applied", "late"))
+    assert expected["counts"]["late"] == 1
+    result = ledger.ingest(write_lines(ledger.path("strict.jsonl"), strict_lines), ledger.path("strict"),
+                           "--allowed-lateness", "0")
+    assert_counts(result.stdout, expected["counts"])

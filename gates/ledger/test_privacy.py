@@ -119,7 +119,8 @@ def test_bad_lines_leak_nothing(ledger, seed):
     events = gen.stream(30)
     pii_events = []
     bad = []
-    for kind in ("truncated", "array", "missing", "amount", "type", "zero", "overdraft", "ts"):
+    for kind in ("truncated", "array", "missing", "amount", "type", "zero", "overdraft", "ts", "latin-1",
+                 "nested", "card-number"):
         event = gen.make(gen.rng.choice(gen.accounts), "credit", gen.rng.randint(100, 900), gen.tick())
         pii_events.append(event)
         if kind == "truncated":
@@ -127,6 +128,12 @@ def test_bad_lines_leak_nothing(ledger, seed):
             line = json.dumps(pii_first)[:-8]  # cut inside the ts: not valid JSON
         elif kind == "array":
             line = json.dumps([event["id"], event["email"], event["card"]])
+        elif kind == "latin-1":  # not UTF-8: a byte-level fault, with personal data around it
+            line = json.dumps(event).replace(event["id"], event["id"] + "\xe9").encode("latin-1")
+        elif kind == "nested":
+            line = json.dumps(dict(event, email=[event["email"]], card={"number": event["card"]}))
+        elif kind == "card-number":
+            line = json.dumps(dict(event, card=int(event["card"])))
         else:
             if kind == "missing":
                 del event["amount"]
@@ -149,7 +156,7 @@ def test_bad_lines_leak_nothing(ledger, seed):
     lines = to_lines(events[10:])
     for line in bad:
         lines.insert(gen.rng.randrange(1, len(lines) + 1), line)
-    result = ledger.run("ingest", write_lines(ledger.path("mixed.jsonl"), lines), "--state", state)
+    result = ledger.run("ingest", write_raw(ledger.path("mixed.jsonl"), lines), "--state", state)
     assert_no_pii(state, [opening, result], *_pii(events + pii_events))
 
 
