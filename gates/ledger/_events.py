@@ -358,6 +358,7 @@ def bad_line(gen: EventGen, kind: str) -> str:
     """
     account = gen.rng.choice([acct for acct in gen.accounts if acct in gen.balances])
     event = gen.make(account, "credit", gen.rng.randint(100, 900), gen.clock)
+    ts = event["ts"]
     if kind == "malformed_json":
         return json.dumps(event)[: gen.rng.randint(10, 40)]
     if kind == "malformed_json/array":
@@ -378,9 +379,12 @@ def bad_line(gen: EventGen, kind: str) -> str:
     elif kind == "wrong_type/ts":
         event["ts"] = event["ts"].replace("T", " ").rstrip("Z")
     elif kind == "wrong_type/ts_shape":  # parseable by a lenient parser, not the exact format
-        ts = event["ts"]
-        event["ts"] = gen.rng.choice((ts.lower(), ts[:5] + str(int(ts[5:7])) + ts[7:], ts[:-1] + "+00:00",
-                                      ts.replace("-", "/")))
+        short = next((ts[:i] + ts[i + 1:] for i in (5, 8, 11) if ts[i] == "0"), ts.lower())
+        event["ts"] = gen.rng.choice((ts.lower(), short))  # e.g. 2024-05-01t09:00:00z, 2024-5-01T09:00:00Z
+    elif kind == "wrong_type/ts_offset":
+        event["ts"] = gen.rng.choice((ts[:-1] + "+00:00", ts.replace("-", "/"), ts + " "))
+    elif kind == "wrong_type/id":
+        event["id"] = gen.rng.choice((gen.rng.randint(1, 10**6), [event["id"]], {"id": event["id"]}))
     elif kind == "wrong_type/date":
         event["ts"] = event["ts"][:5] + "02-30" + event["ts"][10:]  # right shape, no such day
     elif kind == "wrong_type/null":
@@ -406,7 +410,7 @@ def bad_line(gen: EventGen, kind: str) -> str:
 REASON_KINDS = (
     "malformed_json", "malformed_json/array", "missing_field", "missing_field/id",
     "missing_field+unknown_type", "wrong_type/string", "wrong_type/bool", "wrong_type/float",
-    "wrong_type/ts", "wrong_type/ts_shape", "wrong_type/date", "wrong_type/null", "wrong_type/email",
+    "wrong_type/ts", "wrong_type/ts_shape", "wrong_type/ts_offset", "wrong_type/id", "wrong_type/date", "wrong_type/null", "wrong_type/email",
     "wrong_type+non_positive", "unknown_type", "non_positive_amount", "overdraft",
     "overdraft/new_account",
 )

@@ -18,9 +18,14 @@ from _events import (
 
 @pytest.mark.genuine
 def test_same_file_twice_changes_nothing(ledger, seed):
-    """Ingesting the same file again counts every event duplicate and changes no balance."""
+    """Ingesting the same file again counts every event duplicate and changes no balance, also
+    for debits larger than their account's balance by then (a duplicate is never an overdraft)."""
     gen = EventGen(seed, "idem-twice")
-    lines = to_lines(gen.stream(60))
+    events = gen.stream(60)
+    for account in gen.rng.sample(gen.accounts, 2):  # drained to exactly 0: re-sent debits exceed it
+        events.append(gen.make(account, "debit", gen.balances[account], gen.tick()))
+        gen.balances[account] = 0
+    lines = to_lines(events)
     src = write_lines(ledger.path("events.jsonl"), lines)
     state = ledger.path("state")
     model = Model()

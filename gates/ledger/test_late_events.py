@@ -60,6 +60,10 @@ def test_too_late_events_are_dead_lettered_not_applied(ledger, seed):
         events.append(gen.event(ts=gen.tick(20, 240)))
         if gen.rng.random() < 0.2:
             events.append(gen.stray(ts=gen.clock - 3_601 - gen.rng.randint(0, 6_000)))
+    account = gen.rng.choice(gen.accounts)  # a late debit larger than the balance: late, not an overdraft
+    events.append(gen.make(account, "debit", gen.balances[account] + gen.rng.randint(1, 999),
+                           gen.clock - 3_601 - gen.rng.randint(0, 6_000)))
+    events.append(gen.event(ts=gen.tick(20, 240)))
     lines = to_lines(events)
     model = Model()
     expected = model.ingest(lines, allow=("applied", "late"))
