@@ -496,6 +496,7 @@ def mixed_outcomes(gen: EventGen, n: int, outcomes: set[str], earlier: list[dict
     late, rejects = "late" in outcomes, "rejected" in outcomes
     kinds = list(REASON_KINDS) + list(RAW_KINDS)
     gen.rng.shuffle(kinds)
+    kinds.append("overdraft")  # drawn first: every input with bad lines has an overdraft
     for account in gen.accounts:
         if account not in gen.balances:
             event = gen.event(account=account)
@@ -535,6 +536,11 @@ def mixed_outcomes(gen: EventGen, n: int, outcomes: set[str], earlier: list[dict
                     rejected_ids.append(parsed["id"])
                 bad.append(line)
                 lines.append(line)
+                if kind.startswith("overdraft"):  # then a credit that would cover it: the
+                    # overdraft stays rejected (its balance is the one at its line)
+                    lines.append(json.dumps(gen.make(parsed["account"], "credit", parsed["amount"] + 500,
+                                                     gen.tick()) if parsed["account"] in gen.customers
+                                            else dict(parsed, id=gen.new_id(), type="credit", amount=999)))
         else:
             event = gen.event(ts=gen.tick(1, 90))
             applied.append(event)
