@@ -504,6 +504,8 @@ def mixed_outcomes(gen: EventGen, n: int, outcomes: set[str], earlier: list[dict
             lines.append(json.dumps(event))
     while len(lines) < n:
         roll = gen.rng.random()
+        if rejects and not bad:  # the first bad line comes first: an overdraft, then its credit
+            roll = dup_share + late_share + bad_share / 2
         if roll < dup_share and applied:
             copy = dict(gen.rng.choice(applied))
             if gen.rng.random() < 0.3:

@@ -23,13 +23,14 @@ def _key(label: str) -> str:
     return re.sub(r"[0-9]+", "#", label)
 
 
-def kill_points(steps: list[str], rng: random.Random, limit: int) -> list[int]:
+def kill_points(steps: list[str], rng: random.Random, limit: int, anywhere: int = 0) -> list[int]:
     """Up to ``limit`` distinct kill points (1-based step numbers, for ``kill_at``), sorted.
 
     First, for each distinct structural step (occurrences drawn at random): just after two
     occurrences of every file opened for writing (a torn write) and of every rename (one file
     committed, the next not yet) and just before ``print`` and the last step (output and
-    commit); then points just before or after other structural steps; then any step. Without a
+    commit); then points just before or after other structural steps; then any step.
+    ``anywhere`` of the points are drawn among all steps first (mid-stream states). Without a
     trace (the product exited abnormally or not through Python), points are drawn from 1..40.
     """
     total = len(steps)
@@ -62,7 +63,7 @@ def kill_points(steps: list[str], rng: random.Random, limit: int) -> list[int]:
     rest = list(range(1, total + 1))
     rng.shuffle(rest)
     points: list[int] = []
-    for number in first + second + rest:
+    for number in rest[:anywhere] + first + second + rest[anywhere:]:
         if 1 <= number <= total and number not in points:
             points.append(number)
         if len(points) == limit:
