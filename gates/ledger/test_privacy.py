@@ -213,7 +213,7 @@ def test_no_personal_data_at_any_moment(ledger, seed):
     done = ledger.clone(opening, "uninterrupted")
     complete = ledger.run("ingest", src, "--state", done, "--checkpoint-every", "3",
                           env=ledger.fault_env(trace=trace))
-    points = kill_points(ledger.steps(trace), gen.rng, limit=5, anywhere=3)
+    points = kill_points(ledger.steps(trace), gen.rng, limit=4, anywhere=2)
     states = {point: ledger.clone(opening, f"killed-at-{point}") for point in points}
     runs = {point: ledger.spawn("ingest", src, "--state", state, "--checkpoint-every", "3",
                                 env=ledger.fault_env(kill_at=point))
