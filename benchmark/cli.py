@@ -125,9 +125,12 @@ class OneLineCommand(click.Command):
               help="Scorings run concurrently.")
 @click.option("--no-progress", is_flag=True, help="No progress bar; a line every 10% of the scorings.")
 def validate(marathon_name: str, seeds_text: str, jobs: int, no_progress: bool) -> None:
-    """Check MARATHON (a name under episodes/ or a path) on every seed: references pass, the
-    starter fails every gate, every mutant fails its gate (on every seed: one caught on some
-    seeds only is a finding), scoring is deterministic. Exits 1 if any finding fails."""
+    """Check MARATHON (a name under episodes/ or a path). First, from its files alone, what is
+    left to write: placeholders (a `marathon new` skeleton's), >= 3 tagged checks and >= 2
+    hand-written mutants per gate, DESIGN.md's traps and traceability tables; a marathon with
+    placeholders is not scored. Then, on every seed: references pass, the starter fails every
+    gate, every mutant fails its gate (on every seed: one caught on some seeds only is a
+    finding), scoring is deterministic. Exits 1 if any finding fails."""
     from benchmark.images import build_images
     from benchmark.marathon import load_marathon
     from benchmark.progress import CountProgress
