@@ -31,7 +31,7 @@ from pathlib import Path
 from benchmark.errors import MarathonError
 from benchmark.marathon import Marathon
 from benchmark.scorer import CheckResult, Outcome, ScorerLimits, score, scorer_processes
-from benchmark.structure import MIN_CHECKS_PER_GATE, Finding, structure  # noqa: F401
+from benchmark.structure import Finding, structure
 
 #: The seeds ``marathon validate`` and ``marathon mutate`` score on unless told otherwise.
 DEFAULT_SEEDS = (0, 1, 2)
