@@ -167,14 +167,22 @@ def test_unknown_command_exits_2(product, rng):
     assert result.returncode == 2, result.describe()
 '''
 
+#: Two hand-written mutants of the example rule, by language: (file in the reference, {name:
+#: (line, mutated line)}).
 MUTANTS = {
-    "off-by-one": ("    print(sum(int(line) for line in sys.stdin if line.strip()))",
-                   "    print(sum(int(line) for line in sys.stdin if line.strip()) + 1)"),
-    "usage-exit-1": ("        return 2", "        return 1"),
+    "python": ("demo/__main__.py", {
+        "off-by-one": ("    print(sum(int(line) for line in sys.stdin if line.strip()))",
+                       "    print(sum(int(line) for line in sys.stdin if line.strip()) + 1)"),
+        "usage-exit-1": ("        return 2", "        return 1"),
+    }),
+    "typescript": ("src/main.ts", {
+        "off-by-one": ("    process.stdout.write(`${sum}\\n`);", "    process.stdout.write(`${sum + 1n}\\n`);"),
+        "usage-exit-1": ("  process.exitCode = 2;", "  process.exitCode = 1;"),
+    }),
 }
 
 
-def complete(root: Path) -> None:
+def complete(root: Path, language: str = "python") -> None:
     """Do exactly what validate asked for on the fresh skeleton of ``demo``: write every
     placeholder, two more checks, two mutants, a second episode with its trap, and a genuine
     check for every traceability rule."""
@@ -194,23 +202,25 @@ def complete(root: Path) -> None:
     shutil.copytree(episodes / "reference" / "e1", episodes / "reference" / "e2")
     with (episodes / "marathon.toml").open("a") as f:
         f.write('\n[[episodes]]\nid = "e2"\ntitle = "Again"\nbrief = "e2/brief.md"\nreference = "reference/e2"\n')
-    main = (episodes / "reference" / "e2" / "demo" / "__main__.py").read_text()
+    rel, mutants = MUTANTS[language]
+    main = (episodes / "reference" / "e2" / rel).read_text()
     (gates / "mutants" / "example").mkdir()
-    for name, (old, new) in MUTANTS.items():
+    for name, (old, new) in mutants.items():
         assert main.count(old) == 1
         work = root / "mutant"
         for side, text in (("a", main), ("b", main.replace(old, new))):
-            (work / side / "demo").mkdir(parents=True, exist_ok=True)
-            (work / side / "demo" / "__main__.py").write_text(text)
+            (work / side / rel).parent.mkdir(parents=True, exist_ok=True)
+            (work / side / rel).write_text(text)
         diff = subprocess.run(["diff", "-ru", "a", "b"], cwd=work, capture_output=True, text=True)
         assert diff.returncode == 1, diff.stderr
         (gates / "mutants" / "example" / f"{name}.patch").write_text(diff.stdout)
         shutil.rmtree(work)
 
 
-def test_doing_what_validate_asks_leaves_no_structural_finding(tmp_path):
-    new_marathon("demo", root=tmp_path)
-    complete(tmp_path)
+@pytest.mark.parametrize("language", ["python", "typescript"])
+def test_doing_what_validate_asks_leaves_no_structural_finding(tmp_path, language):
+    new_marathon("demo", language, root=tmp_path)
+    complete(tmp_path, language)
     shape = structure(load_marathon(tmp_path / "episodes" / "demo"))
     assert [(f.item, f.detail) for f in shape.findings if not f.ok] == []
     assert shape.scorable
@@ -219,9 +229,11 @@ def test_doing_what_validate_asks_leaves_no_structural_finding(tmp_path):
 @pytest.mark.docker
 def test_a_completed_skeleton_is_scored_and_valid(tmp_path):
     """Once nothing is left to write, validate scores the skeleton for real: references pass,
-    the starter fails, both mutants fail their gate, scoring is deterministic."""
-    new_marathon("demo", root=tmp_path)
-    complete(tmp_path)
+    the starter fails, both mutants fail their gate, scoring is deterministic. The TypeScript
+    skeleton (scored in the image derived for its [runtime]) is the one tried here: the Python
+    one's gate runs black-box above, and its scoring path is the same."""
+    new_marathon("demo", "typescript", root=tmp_path)
+    complete(tmp_path, "typescript")
     proc = _cli(tmp_path, "validate", "demo", "--seeds", "0", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "FAIL" not in proc.stderr
