@@ -12,10 +12,10 @@
   (``<mutants>/<gate>/*.patch``);
 - ``DESIGN.md`` exists; its **Traps** table (a ``## Traps`` section: ``| episode | trap |
   gates it breaks |``) has a row for every episode after the first (a marathon needs such
-  episodes) and each row names a gate of the marathon in its last column;
+  episodes) and each row names a gate of the marathon (after its first column);
 - its **Traceability** table (a ``## Traceability`` section: ``| rule | genuine checks |``)
-  names, in the last column of every row, at least one genuine check (`` `test_name` ``) of the
-  marathon and only genuine checks, and every genuine check appears in some row;
+  names, after the first column of every row, at least one genuine check (`` `test_name` ``) of
+  the marathon and only genuine checks, and every genuine check appears in some row;
 - a TypeScript product (``[mutation] language = "typescript"``) declares ``[runtime] node``.
 """
 
@@ -218,9 +218,9 @@ def traps_finding(m: Marathon, design: str | None) -> Finding:
             continue
         episodes = {t.lower() for t in re.findall(r"[A-Za-z0-9_-]+", cells[0])} & set(m.episode_ids)
         covered |= episodes
-        if not gates & set(re.findall(r"[a-z][a-z0-9_]*", cells[-1])):
-            problems.append(f"trap {(cells[1] if len(cells) > 2 else cells[0])[:60]!r} names no gate "
-                            f"of {m.name} in its last column")
+        if not gates & set(re.findall(r"[a-z][a-z0-9_]*", " ".join(cells[1:]))):
+            problems.append(f"trap {(cells[1] if len(cells) > 1 else cells[0])[:60]!r} names no gate "
+                            f"of {m.name}")
     missing = [e for e in m.episode_ids[1:] if e not in covered]
     if missing:
         problems.insert(0, f"no trap for {', '.join(missing)}")
@@ -248,7 +248,7 @@ def traceability_findings(m: Marathon, design: str | None, checks: list[CheckSpe
         if not cells:
             continue
         rule = cells[0]
-        names = CHECK_NAME.findall(cells[-1]) if len(cells) > 1 else []
+        names = CHECK_NAME.findall(" ".join(cells[1:]))
         if not names:
             problems.append(f"no check for rule {rule!r}")
         unknown = [n for n in names if n not in genuine_names]

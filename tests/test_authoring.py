@@ -241,3 +241,38 @@ def test_a_completed_skeleton_is_scored_and_valid(tmp_path):
                  "starter fails every gate", "mutant example/off-by-one fails its gate",
                  "mutant example/usage-exit-1 fails its gate"):
         assert f"ok   {item}" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["ledger", "relay"])
+def test_the_shipped_marathons_have_no_structural_finding(name):
+    shape = structure(load_marathon(name))
+    assert [(f.item, f.detail) for f in shape.findings if not f.ok] == []
+    assert shape.scorable
+
+
+def test_traceability_and_traps_gaps_are_named(tmp_path):
+    """A rule traced to a contract check or to no check, an untraced genuine check, a later
+    episode without a trap and a trap naming no gate are each named."""
+    new_marathon("demo", root=tmp_path)
+    complete(tmp_path)
+    design = tmp_path / "episodes" / "demo" / "DESIGN.md"
+    text = design.read_text()
+    text = text.replace("example `test_total_of_no_numbers_is_zero` |", "`test_unknown_command_exits_2` |")
+    trap_row = next(line for line in text.splitlines() if line.startswith("| E2 |"))
+    text = text.replace(trap_row, "| E2 | a trap | nothing |")
+    design.write_text(text)
+    findings = {f.item: f for f in structure(load_marathon(tmp_path / "episodes" / "demo")).findings}
+    trace = findings["DESIGN.md traceability table lists a genuine check for every rule (## Traceability)"]
+    assert not trace.ok
+    assert trace.detail == ("rule 'E1 written: no input sums to 0' names test_unknown_command_exits_2: "
+                            "no genuine check of demo")
+    untraced = findings["every genuine check is traced to a rule in DESIGN.md"]
+    assert (untraced.ok, untraced.detail) == (False, "untraced: example/test_total_of_no_numbers_is_zero")
+    traps = findings["every episode after the first has a trap in DESIGN.md (## Traps)"]
+    assert (traps.ok, traps.detail) == (False, "trap 'a trap' names no gate of demo")
+    design.write_text(text.replace("| E2 | a trap | nothing |\n", "").replace("## Traceability", "## Tracing"))
+    findings = {f.item: f for f in structure(load_marathon(tmp_path / "episodes" / "demo")).findings}
+    traps = findings["every episode after the first has a trap in DESIGN.md (## Traps)"]
+    assert (traps.ok, traps.detail) == (False, "no trap for e2")
+    trace = findings["DESIGN.md traceability table lists a genuine check for every rule (## Traceability)"]
+    assert (trace.ok, trace.detail) == (False, "DESIGN.md has no ## Traceability section")
