@@ -125,6 +125,10 @@ def test_a_taken_name_or_language_is_one_line_and_writes_nothing(tmp_path):
     before = tree_hash(tmp_path)
     proc = _cli(tmp_path, "new", "other", "--language", "typescript")
     assert proc.returncode == 2 and "'other' exists already" in proc.stderr
+    proc = _cli(tmp_path, "new", "json")
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "marathon: error: NAME: 'json' would name the product's package 'json', a Python standard "
+        "library module"]
     proc = _cli(tmp_path, "new", "third", "--language", "rust")
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1 and "--language" in proc.stderr
     assert tree_hash(tmp_path) == before and not (tmp_path / "episodes" / "third").exists()

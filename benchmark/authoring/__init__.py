@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -93,16 +94,21 @@ def render(name: str, language: Literal["python", "typescript"] = "python") -> d
     return files
 
 
-def check_name(name: str, root: Path) -> None:
+def check_name(name: str, root: Path, language: str = "python") -> None:
     """Refuse a name that is not a valid marathon name or that ROOT already uses.
 
     Raises:
-        MarathonError: one line naming NAME: invalid characters, or ``episodes/NAME`` or
-            ``gates/NAME`` exists already.
+        MarathonError: one line naming NAME: invalid characters, a Python product whose package
+            would shadow a standard library module (``python3 -m json``), or ``episodes/NAME``
+            or ``gates/NAME`` exists already.
     """
     if not NAME_RE.match(name):
         raise MarathonError(f"NAME: {name!r} is not a valid marathon name (a lowercase letter, "
                             "then lowercase letters, digits, '-' or '_')")
+    package = name.replace("-", "_")
+    if language == "python" and package in sys.stdlib_module_names:
+        raise MarathonError(f"NAME: {name!r} would name the product's package {package!r}, a Python "
+                            "standard library module")
     for kind in ("episodes", "gates"):
         if os.path.lexists(root / kind / name):
             raise MarathonError(f"NAME: marathon {name!r} exists already ({root / kind / name})")
@@ -122,7 +128,7 @@ def new_marathon(name: str, language: Literal["python", "typescript"] = "python"
     """
     if language not in LANGUAGES:
         raise MarathonError(f"--language: {language!r} is not one of {', '.join(LANGUAGES)}")
-    check_name(name, root)
+    check_name(name, root, language)
     files = render(name, language)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".marathon-new-", dir=root))
