@@ -10,7 +10,9 @@
 - every gate has at least :data:`MIN_CHECKS_PER_GATE` checks, each tagged ``genuine`` or
   ``contract``, and at least :data:`MIN_MUTANTS_PER_GATE` hand-written mutants
   (``<mutants>/<gate>/*.patch``);
-- ``DESIGN.md`` exists; its **Traps** table (a ``## Traps`` section: ``| episode | trap |
+- ``DESIGN.md`` exists; its gate list (the tables of ``## Gates``) has a row for every gate;
+  the mutants' ``README.md`` names every hand-written mutant (`` `name` ``); DESIGN.md's
+  **Traps** table (a ``## Traps`` section: ``| episode | trap |
   gates it breaks |``) has a row for every episode after the first (a marathon needs such
   episodes) and each row names a gate of the marathon (after its first column);
 - its **Traceability** table (a ``## Traceability`` section: ``| rule | genuine checks |``)
@@ -64,6 +66,11 @@ class Structure(BaseModel):
         """True when no part is a placeholder, so scoring the references, starter and mutants
         means something."""
         return not self.placeholders
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 gate``, ``3 gates``."""
+    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _files(base: Path) -> list[Path]:
@@ -143,7 +150,7 @@ def gate_findings(m: Marathon, checks: list[CheckSpec]) -> list[Finding]:
         mine = [c for c in checks if c.gate == gate.name]
         untagged = [c.check for c in mine if c.tag is None]
         missing = MIN_CHECKS_PER_GATE - len(mine)
-        parts = [f"{len(mine)} check{'s' * (len(mine) != 1)}"
+        parts = [_count(len(mine), "check")
                  + (f" ({', '.join(c.check for c in mine)})" if 0 < len(mine) < MIN_CHECKS_PER_GATE else "")]
         if missing > 0:
             parts.append(f"{missing} more to write")
@@ -224,7 +231,7 @@ def traps_finding(m: Marathon, design: str | None) -> Finding:
     missing = [e for e in m.episode_ids[1:] if e not in covered]
     if missing:
         problems.insert(0, f"no trap for {', '.join(missing)}")
-    detail = "; ".join(problems) if problems else f"{len(rows)} traps for {', '.join(m.episode_ids[1:])}"
+    detail = "; ".join(problems) if problems else f"{_count(len(rows), 'trap')} for {', '.join(m.episode_ids[1:])}"
     return Finding(item=item, ok=not problems, detail=detail)
 
 
@@ -260,11 +267,41 @@ def traceability_findings(m: Marathon, design: str | None, checks: list[CheckSpe
     untraced = [f"{c.gate}/{c.check}" for c in genuine if c.check not in traced]
     return [
         Finding(item=item, ok=not problems,
-                detail="; ".join(problems) if problems else f"{len(rows)} rules"),
+                detail="; ".join(problems) if problems else _count(len(rows), "rule")),
         Finding(item="every genuine check is traced to a rule in DESIGN.md", ok=not untraced,
                 detail=f"untraced: {', '.join(untraced)}" if untraced
-                else f"{len(genuine)} genuine check{'s' * (len(genuine) != 1)} traced"),
+                else f"{_count(len(genuine), 'genuine check')} traced"),
     ]
+
+
+def gate_list_finding(m: Marathon, design: str | None) -> Finding:
+    """DESIGN.md's gate list (the tables of ``## Gates``) has a row for every gate."""
+    item = "DESIGN.md gate list has a row for every gate (## Gates)"
+    rows = None if design is None else section_rows(design, "Gates")
+    if rows is None:
+        return Finding(item=item, ok=False,
+                       detail="no DESIGN.md" if design is None else "DESIGN.md has no ## Gates section")
+    listed = {cells[0].strip("` ") for cells in rows if cells}
+    missing = [g.name for g in m.gate if g.name not in listed]
+    return Finding(item=item, ok=not missing,
+                   detail=f"no row for gate {', '.join(missing)}" if missing else _count(len(m.gate), "gate"))
+
+
+def mutants_readme_finding(m: Marathon) -> Finding:
+    """The mutants' README names every hand-written mutant (`` `name` ``)."""
+    item = "the mutants README lists every hand-written mutant"
+    if m.mutants is None:
+        return Finding(item=item, ok=False, detail="no mutants directory (mutants = \"...\" in marathon.toml)")
+    patches = sorted(m.mutants.glob("*/*.patch"))
+    readme = m.mutants / "README.md"
+    if not readme.is_file():
+        return Finding(item=item, ok=not patches,
+                       detail=f"write {_shown(m, readme)}" if patches else "no mutants yet")
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    unlisted = [f"{p.parent.name}/{p.stem}" for p in patches if f"`{p.stem}`" not in text]
+    return Finding(item=item, ok=not unlisted,
+                   detail=f"not in {_shown(m, readme)}: {', '.join(unlisted)}" if unlisted
+                   else f"{_count(len(patches), 'mutant')} listed" if patches else "no mutants yet")
 
 
 def structure(m: Marathon) -> Structure:
@@ -280,6 +317,8 @@ def structure(m: Marathon) -> Structure:
     findings.append(Finding(item="DESIGN.md exists", ok=design is not None,
                             detail="design notes for maintainers" if design is not None
                             else f"write {_shown(m, m.root / 'DESIGN.md')} (docs/authoring.md)"))
+    findings.append(gate_list_finding(m, design))
+    findings.append(mutants_readme_finding(m))
     findings.append(traps_finding(m, design))
     findings.extend(traceability_findings(m, design, checks))
     if m.mutation.language == "typescript":

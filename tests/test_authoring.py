@@ -88,7 +88,7 @@ def test_validate_names_exactly_what_is_left_to_write(tmp_path):
     assert any(line.endswith("none in gates/demo/mutants/example/; 2 more to write") for line in lines)
     assert any("no check for rule 'E1 TODO(marathon new): the second rule of brief e1'" in line
                for line in lines)
-    assert lines[-1].startswith("demo: 2/14 findings ok; not scored: marathon.toml, DESIGN.md, starter, ")
+    assert lines[-1].startswith("demo: 4/16 findings ok; not scored: marathon.toml, DESIGN.md, starter, ")
     assert "scorings" not in proc.stderr and "building" not in proc.stderr.lower()  # no image, no scoring
 
 
@@ -219,6 +219,8 @@ def complete(root: Path, language: str = "python") -> None:
         assert diff.returncode == 1, diff.stderr
         (gates / "mutants" / "example" / f"{name}.patch").write_text(diff.stdout)
         shutil.rmtree(work)
+        with (gates / "mutants" / "README.md").open("a") as f:
+            f.write(f"| example | `{name}` | {new.strip()} | `test_total_of_seeded_numbers` |\n")
 
 
 @pytest.mark.parametrize("language", ["python", "typescript"])
@@ -256,7 +258,8 @@ def test_the_shipped_marathons_have_no_structural_finding(name):
 
 def test_traceability_and_traps_gaps_are_named(tmp_path):
     """A rule traced to a contract check or to no check, an untraced genuine check, a later
-    episode without a trap and a trap naming no gate are each named."""
+    episode without a trap, a trap naming no gate, a gate missing from the gate list and a
+    mutant missing from the README are each named."""
     new_marathon("demo", root=tmp_path)
     complete(tmp_path)
     design = tmp_path / "episodes" / "demo" / "DESIGN.md"
@@ -274,8 +277,15 @@ def test_traceability_and_traps_gaps_are_named(tmp_path):
     assert (untraced.ok, untraced.detail) == (False, "untraced: example/test_total_of_no_numbers_is_zero")
     traps = findings["every episode after the first has a trap in DESIGN.md (## Traps)"]
     assert (traps.ok, traps.detail) == (False, "trap 'a trap' names no gate of demo")
-    design.write_text(text.replace("| E2 | a trap | nothing |\n", "").replace("## Traceability", "## Tracing"))
+    design.write_text(text.replace("| E2 | a trap | nothing |\n", "").replace("## Traceability", "## Tracing")
+                      .replace("| example | e1 |", "| sample | e1 |"))
+    readme = tmp_path / "gates" / "demo" / "mutants" / "README.md"
+    readme.write_text(readme.read_text().replace("`off-by-one`", "off by one"))
     findings = {f.item: f for f in structure(load_marathon(tmp_path / "episodes" / "demo")).findings}
+    listed = findings["the mutants README lists every hand-written mutant"]
+    assert (listed.ok, listed.detail) == (False, "not in gates/demo/mutants/README.md: example/off-by-one")
+    gate_list = findings["DESIGN.md gate list has a row for every gate (## Gates)"]
+    assert (gate_list.ok, gate_list.detail) == (False, "no row for gate example")
     traps = findings["every episode after the first has a trap in DESIGN.md (## Traps)"]
     assert (traps.ok, traps.detail) == (False, "no trap for e2")
     trace = findings["DESIGN.md traceability table lists a genuine check for every rule (## Traceability)"]
