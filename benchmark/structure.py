@@ -9,7 +9,7 @@
   reference or brief says nothing about the gates;
 - every gate has at least :data:`MIN_CHECKS_PER_GATE` checks, each tagged ``genuine`` or
   ``contract``, and at least :data:`MIN_MUTANTS_PER_GATE` hand-written mutants
-  (``<mutants>/<gate>/*.patch``);
+  (``<mutants>/<gate>/*.patch``; a patch anywhere else under ``<mutants>`` is a finding);
 - ``DESIGN.md`` exists; its gate list (the tables of ``## Gates``) has a row for every gate;
   the mutants' ``README.md`` names every hand-written mutant (`` `name` ``); DESIGN.md's
   **Traps** table (a ``## Traps`` section: ``| episode | trap |
@@ -170,6 +170,14 @@ def gate_findings(m: Marathon, checks: list[CheckSpec]) -> list[Finding]:
                 detail += f"; {MIN_MUTANTS_PER_GATE - n} more to write"
         findings.append(Finding(item=f"gate {gate.name} has at least {MIN_MUTANTS_PER_GATE} hand-written mutants",
                                 ok=n >= MIN_MUTANTS_PER_GATE, detail=detail))
+    if m.mutants is not None:
+        names = {g.name for g in m.gate}
+        stray = [p for p in sorted(m.mutants.rglob("*.patch"))
+                 if p.parent.parent != m.mutants or p.parent.name not in names]
+        if stray:
+            findings.append(Finding(item="every hand-written mutant is filed under a gate", ok=False,
+                                    detail="not in a <gate>/ folder of a gate of "
+                                           f"{m.name}: {', '.join(_shown(m, p) for p in stray)}"))
     return findings
 
 

@@ -258,8 +258,8 @@ def test_the_shipped_marathons_have_no_structural_finding(name):
 
 def test_traceability_and_traps_gaps_are_named(tmp_path):
     """A rule traced to a contract check or to no check, an untraced genuine check, a later
-    episode without a trap, a trap naming no gate, a gate missing from the gate list and a
-    mutant missing from the README are each named."""
+    episode without a trap, a trap naming no gate, a gate missing from the gate list, a
+    mutant missing from the README and one filed under no gate are each named."""
     new_marathon("demo", root=tmp_path)
     complete(tmp_path)
     design = tmp_path / "episodes" / "demo" / "DESIGN.md"
@@ -286,6 +286,15 @@ def test_traceability_and_traps_gaps_are_named(tmp_path):
     assert (listed.ok, listed.detail) == (False, "not in gates/demo/mutants/README.md: example/off-by-one")
     gate_list = findings["DESIGN.md gate list has a row for every gate (## Gates)"]
     assert (gate_list.ok, gate_list.detail) == (False, "no row for gate example")
+    assert "every hand-written mutant is filed under a gate" not in findings
+    mutants = tmp_path / "gates" / "demo" / "mutants"
+    (mutants / "example" / "off-by-one.patch").rename(mutants / "off-by-one.patch")
+    findings = {f.item: f for f in structure(load_marathon(tmp_path / "episodes" / "demo")).findings}
+    stray = findings["every hand-written mutant is filed under a gate"]
+    assert (stray.ok, stray.detail) == (
+        False, "not in a <gate>/ folder of a gate of demo: gates/demo/mutants/off-by-one.patch")
+    assert findings["gate example has at least 2 hand-written mutants"].detail == (
+        "1 in gates/demo/mutants/example/; 1 more to write")
     traps = findings["every episode after the first has a trap in DESIGN.md (## Traps)"]
     assert (traps.ok, traps.detail) == (False, "no trap for e2")
     trace = findings["DESIGN.md traceability table lists a genuine check for every rule (## Traceability)"]
