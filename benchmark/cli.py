@@ -228,7 +228,11 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
               help="Experiment TOML file; flags override its values.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Finish the interrupted run in this run directory (takes only --jobs besides).")
-@click.option("--marathon", help="Marathon name (under episodes/) or path.")
+@click.option("--marathon", "marathons", multiple=True,
+              help="Marathon name (under episodes/) or path (repeatable: a suite run).")
+@click.option("--mode", type=click.Choice(["cumulative", "isolated", "both"]),
+              help="Episodes start from the agent's workspace (cumulative), from the previous "
+                   "episode's reference (isolated), or both.  [default: cumulative]")
 @click.option("--arm", "arms", multiple=True, help="Arm preset name or TOML path (repeatable).")
 @click.option("--agent", "agents", multiple=True, help="Agent name, e.g. oracle, nop (repeatable).")
 @click.option("--model", "models", multiple=True, help="Model, for agents that use one (repeatable).")
@@ -242,8 +246,8 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
 @click.option("--episodes", type=int, help="Play only the first N episodes (>= 1).  [default: all]")
 @click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
 def run(config_file, resume_dir, no_progress, **flags) -> None:
-    """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
-    container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
+    """Run marathons: every marathon x mode x arm x agent x model x effort x replicate is a
+    trial in its own container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
 
     Exit status: 0 complete; 1 some trial failed (see errors.log) or a storage fault stopped
     the run (disk full, read-only): resumable with --resume; 2 bad input; 130 interrupted
