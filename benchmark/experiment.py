@@ -212,7 +212,7 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
+        field = str(first["loc"][0]) if first["loc"] else "marathons"
         where = source.get(field) or (f"{config_file}: {field}" if config_file else FLAGS.get(field, field))
         if len(first["loc"]) > 1 and config_file is not None and where == f"{config_file}: {field}":
             where += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"][1:])
