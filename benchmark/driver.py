@@ -232,8 +232,6 @@ def plan_components(plan: Plan) -> dict[str, str]:
     if single and config["mode"] == "cumulative":
         config["marathon"] = config.pop("marathons")[0]
         del config["mode"]
-    if config.get("protocol") is None:
-        config.pop("protocol", None)
     trials = [t.model_dump(mode="json", exclude={"mode"} if t.mode == "cumulative" else None)
               for t in plan.trials]
     if single:

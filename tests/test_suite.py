@@ -3,7 +3,6 @@ on the tiny (two episodes) and double (one episode) test marathons, with the no-
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil

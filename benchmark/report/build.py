@@ -226,7 +226,8 @@ def _write_marathon(data: ReportData, results: Results, out_dir: Path, where: st
 
 
 def build_report(run_dirs: list[Path] | Path, out_dir: Path,
-                 options: ReportOptions = ReportOptions(), protocol=None) -> ReportFiles:
+                 options: ReportOptions = ReportOptions(),
+                 protocol: Path | None = None) -> ReportFiles:
     """Write the report of one or more runs into ``out_dir`` (created if needed).
 
     Args:
@@ -234,16 +235,22 @@ def build_report(run_dirs: list[Path] | Path, out_dir: Path,
             they share is the same version; runs of several marathons make a suite report.
         out_dir: where to write (see the module doc for the layout).
         options: k, bootstrap resamples and seed, confidence.
-        protocol: a :class:`benchmark.protocol.Protocol` (with its file) to check the runs
-            against: adds the Protocol section and ``protocol.md``; ``None``: none.
+        protocol: a protocol file (``protocols/NAME.toml``) to check the runs against: adds
+            the Protocol section (before the claim boundary) and ``protocol.md``; ``None``: none.
 
     Returns:
         The files written and the wall time (seconds).
 
     Raises:
-        MarathonError: unreadable or incompatible runs (see :func:`load_runs`).
+        MarathonError: unreadable or incompatible runs (see :func:`load_runs`), or an invalid
+            protocol file.
     """
     t0 = time.perf_counter()
+    proto = None
+    if protocol is not None:
+        from benchmark.protocol import load_protocol
+
+        proto = load_protocol(Path(protocol))
     results = load_runs(run_dirs)
     out_dir = Path(out_dir)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
@@ -268,10 +275,10 @@ def build_report(run_dirs: list[Path] | Path, out_dir: Path,
                                          out_dir, f"{name}/" if suite else "", tables, chart_paths)
                    for name, data in parts.items()}
     extra: list[str] = []
-    if protocol is not None:
-        from benchmark.protocol import check_protocol, protocol_markdown
+    if proto is not None:
+        from benchmark.protocol import check_protocol, protocol_hash, protocol_markdown
 
-        check = check_protocol(protocol, results)
+        check = check_protocol(proto, results, protocol, protocol_hash(Path(protocol)))
         extra = protocol_markdown(check)
         tables.append(out_dir / "protocol.md")
         tables[-1].write_text("\n".join(extra), encoding="utf-8")

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmark.experiment import derive_seed
 from benchmark.records import ROW_MODELS, SCHEMA_VERSION, TABLES, arrow_schema
 
 #: Gates of the synthetic marathon: name -> episode index (1-based) it becomes active in.
@@ -70,7 +71,8 @@ def _write(run_dir: Path, table: str, frame: pd.DataFrame) -> None:
 def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
                         run_id: str = "synthetic", incomplete_share: float = 0.005,
                         marathon_hash: str = "synthetic-" + "0" * 54, marathon: str = "ledger",
-                        modes: tuple[str, ...] = ("cumulative",)) -> Path:
+                        modes: tuple[str, ...] = ("cumulative",),
+                        seed_base: int | None = None) -> Path:
     """Write one synthetic run directory ``out_dir/run_id`` and return it.
 
     Args:
@@ -82,6 +84,8 @@ def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
         marathon: the marathon's name (runs of different names combine into a suite).
         modes: the trials' modes, spread like the arms (the same seeds in each); ``isolated``
             trials have no decay of earlier gates with age (no accumulated debt).
+        seed_base: when given, replicate r has the seed a run with this seed base gives it
+            (:func:`benchmark.experiment.derive_seed`); else ``1000 + r``.
 
     Returns:
         The run directory (manifest.json and the five tables).
@@ -97,7 +101,9 @@ def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
         "run_id": run_id, "marathon": marathon, "arm": np.array(ARMS)[arm_i],
         "agent": "synthetic", "model": np.array(MODELS)[model_i], "effort": "none",
         "mode": np.array(modes)[mode_i],
-        "replicate": rep.astype(np.int64), "seed": (1000 + rep).astype(np.int64)})
+        "replicate": rep.astype(np.int64),
+        "seed": ((1000 + rep) if seed_base is None else
+                 np.array([derive_seed(seed_base, int(r)) for r in rep])).astype(np.int64)})
     keys.insert(1, "trial_id", keys["arm"] + ".synthetic." + keys["model"].str.replace("/", "-")
                 + ".none.r" + keys["replicate"].astype(str)
                 + np.where(keys["mode"] == "isolated", ".isolated", ""))
@@ -215,7 +221,7 @@ def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
         "images": {}, "agent_cli_versions": {}, "simulated": True, "simulated_models": MODELS,
         "config": {"marathons": [marathon], "mode": "both" if len(modes) > 1 else modes[0],
                    "arms": ARMS, "agents": ["synthetic"], "models": MODELS, "replicates": int(rep.max()),
-                   "seed_base": 0},
+                   "seed_base": seed_base or 0},
         "status": "complete" if not bad.any() else "failed",
         "started_at": t0.isoformat(), "ended_at": (t0 + timedelta(hours=1)).isoformat()}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
