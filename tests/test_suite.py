@@ -107,3 +107,21 @@ def test_resume_replays_an_unfinished_isolated_episode(suite_run: Path, tmp_path
     eps = pd.read_parquet(run / "episodes.parquet")
     assert len(eps) == 2 * (2 + 1) * 2
     assert eps.set_index(["trial_id", "episode"]).loc[(trial, "e2"), "score"] == 0.5
+
+
+def test_governed_isolated_episode_rolls_back_to_its_isolated_start(tmp_path: Path):
+    """In an isolated trial the governed runtime's last all-green commit, when an episode
+    starts, is that episode's isolated start commit (the previous reference), not the agent's
+    own earlier workspace."""
+    run_id = unique_run_id("gov-iso")
+    config = load_config(None, {"marathons": (str(TINY),), "arms": ("governed-runtime",),
+                                "agents": ("oracle",), "mode": "isolated", "out": tmp_path,
+                                "run_id": run_id})
+    assert start_run(config, display=False, console=QUIET).status == "complete"
+    trial = "governed-runtime.oracle.none.none.r1.isolated"
+    events = [json.loads(line) for line in
+              (tmp_path / run_id / "evidence" / f"{trial}.jsonl").read_text().splitlines()]
+    started = {e["episode"]: e for e in events if e["kind"] == "episode_started"}
+    assert started["e2"]["data"]["last_green_commit"] == started["e2"]["snapshot"]
+    accepted_e1 = [e for e in events if e["episode"] == "e1" and e["kind"] == "scored"][-1]
+    assert started["e2"]["snapshot"] != accepted_e1.get("snapshot")
