@@ -83,6 +83,8 @@ class Hypothesis(_Strict):
 
     @model_validator(mode="after")
     def _test_fits_metric(self) -> "Hypothesis":
+        if self.arm_a == self.arm_b:
+            raise ValueError(f"arm_a and arm_b are both {self.arm_a!r}: compare two arms")
         fits = {"mcnemar_exact": "full_pass_rate", "fisher_exact": "full_pass_rate",
                 "wilcoxon_signed_rank": "mean_final_score"}
         if fits[self.test] != self.metric:
@@ -415,7 +417,8 @@ def _test(h: Hypothesis, counting: pd.DataFrame, planned: pd.DataFrame) -> Hypot
 
 
 def check_protocol(protocol: Protocol, results, path: Path | str = "", sha256: str = "",
-                   uses_model: dict[str, bool] | None = None) -> ProtocolCheck:
+                   uses_model: dict[str, bool] | None = None,
+                   marathon_names: dict[str, str] | None = None) -> ProtocolCheck:
     """Check loaded runs against a protocol.
 
     Args:
@@ -423,10 +426,23 @@ def check_protocol(protocol: Protocol, results, path: Path | str = "", sha256: s
         results: :class:`benchmark.report.load.Results` of the runs.
         path, sha256: the protocol file and its hash (compared with each run's manifest).
         uses_model: agent -> whether it uses a model (default: from the agents' definitions).
+        marathon_names: marathon as the protocol writes it -> its name (default: loaded from
+            ``episodes/`` or the path, relative to the protocol file).
 
     Returns:
         Cells, deviations and hypothesis outcomes (:class:`ProtocolCheck`).
     """
+    if marathon_names is None:
+        from benchmark.marathon import load_marathon
+
+        base = Path(path).parent if path else Path.cwd()
+        marathon_names = {}
+        for m in protocol.marathons:
+            where = base / m if "/" in m else Path(m)
+            try:
+                marathon_names[m] = load_marathon(str(where) if "/" in m else m).name
+            except MarathonError:
+                marathon_names[m] = Path(m).name
     if uses_model is None:
         from benchmark.agents import get_agent
 
@@ -436,7 +452,7 @@ def check_protocol(protocol: Protocol, results, path: Path | str = "", sha256: s
                 uses_model[a] = get_agent(a).uses_model
             except MarathonError:
                 uses_model[a] = a not in ("oracle", "nop")
-    planned = planned_cells(protocol, uses_model)
+    planned = planned_cells(protocol, uses_model, marathon_names)
     deviations: list[Deviation] = []
     trials = results.trials.copy()
     reasons = _excluded_by(protocol.exclusions, trials, results.attempts)

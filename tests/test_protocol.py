@@ -149,6 +149,8 @@ def test_changed_protocol_seeds_and_duplicate_runs(tmp_path):
      "hypotheses[0]: test wilcoxon_signed_rank decides metric mean_final_score, not full_pass_rate"),
     (('arm_b = "feedback-retry"', 'arm_b = "nope"'), "hypothesis H1: arm 'nope' is not among arms"),
     (("replicates = 4", "replicates = 0"), "replicates: Input should be greater than or equal to 1"),
+    (('arm_b = "feedback-retry"', 'arm_b = "governed-runtime"'),
+     "hypotheses[0]: arm_a and arm_b are both 'governed-runtime'"),
     (('pattern = "overloaded"', 'pattern = "(("'), "exclusions[0].pattern: not a regular expression"),
 ])
 def test_bad_protocol_names_file_and_field(tmp_path, edit, expected):
@@ -194,16 +196,17 @@ def test_run_from_a_protocol_records_its_hash_and_follows_it(tmp_path):
     path.write_text(f"""name = "tiny-check"
 question = "Does the oracle pass?"
 marathons = ["{TINY}"]
-arms = ["prompt-only"]
+arms = ["prompt-only", "skill-only"]
 agents = ["oracle", "nop"]
 replicates = 1
+episodes = 1
 [[hypotheses]]
 id = "H1"
-statement = "x"
+statement = "the arms differ"
 metric = "mean_final_score"
 test = "wilcoxon_signed_rank"
 arm_a = "prompt-only"
-arm_b = "prompt-only"
+arm_b = "skill-only"
 [budgets]
 time_limit_s = 120
 """)
