@@ -264,7 +264,11 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
               help="Experiment TOML file; flags override its values.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Finish the interrupted run in this run directory (takes only --jobs besides).")
-@click.option("--marathon", help="Marathon name (under episodes/) or path.")
+@click.option("--marathon", "marathons", multiple=True,
+              help="Marathon name (under episodes/) or path (repeatable: a suite run).")
+@click.option("--mode", type=click.Choice(["cumulative", "isolated", "both"]),
+              help="Episodes start from the agent's workspace (cumulative), from the previous "
+                   "episode's reference (isolated), or both.  [default: cumulative]")
 @click.option("--arm", "arms", multiple=True, help="Arm preset name or TOML path (repeatable).")
 @click.option("--agent", "agents", multiple=True, help="Agent name, e.g. oracle, nop (repeatable).")
 @click.option("--model", "models", multiple=True, help="Model, for agents that use one (repeatable).")
@@ -276,10 +280,13 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
 @click.option("--time-limit", "time_limit_s", type=float, help="Per-attempt agent time limit, seconds.  [default: 1800]")
 @click.option("--run-id", help="Run id (default: start time and random digits).")
 @click.option("--episodes", type=int, help="Play only the first N episodes (>= 1).  [default: all]")
+@click.option("--protocol", "protocol_file", type=click.Path(path_type=Path),
+              help="Run exactly the plan of this protocol (protocols/NAME.toml); takes only "
+                   "--jobs, --out, --run-id besides.")
 @click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
-def run(config_file, resume_dir, no_progress, **flags) -> None:
-    """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
-    container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
+def run(config_file, resume_dir, protocol_file, no_progress, **flags) -> None:
+    """Run marathons: every marathon x mode x arm x agent x model x effort x replicate is a
+    trial in its own container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
 
     Exit status: 0 complete; 1 some trial failed (see errors.log) or a storage fault stopped
     the run (disk full, read-only): resumable with --resume; 2 bad input; 130 interrupted
@@ -290,11 +297,28 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
 
     if resume_dir is not None:
         extra = [k for k, v in flags.items() if v not in (None, ()) and k != "jobs"]
-        if config_file is not None or extra:
+        if config_file is not None or extra or protocol_file is not None:
             given = ["-c"] if config_file else []
+            given += ["--protocol"] if protocol_file is not None else []
             given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
             raise MarathonError(f"--resume: takes no other run options but --jobs (got {', '.join(given)})")
         outcome = resume_run(resume_dir, jobs=flags["jobs"], display=not no_progress, console=console)
+    elif protocol_file is not None:
+        from benchmark.manifest import ProtocolRef
+        from benchmark.protocol import load_protocol, protocol_hash, run_config
+
+        extra = [k for k, v in flags.items() if v not in (None, ()) and k not in ("jobs", "out", "run_id")]
+        if config_file is not None or extra:
+            given = ["-c"] if config_file else []
+            given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
+            raise MarathonError(f"--protocol: the protocol fixes the plan; takes only --jobs, --out, "
+                                f"--run-id besides (got {', '.join(given)})")
+        protocol = load_protocol(protocol_file)
+        config = run_config(protocol, protocol_file,
+                            {k: flags[k] for k in ("jobs", "out", "run_id")})
+        ref = ProtocolRef(name=protocol.name, path=str(protocol_file),
+                          sha256=protocol_hash(protocol_file))
+        outcome = start_run(config, display=not no_progress, console=console, protocol=ref)
     else:
         config = load_config(config_file, flags)
         outcome = start_run(config, display=not no_progress, console=console)
@@ -322,16 +346,21 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
 @click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--protocol", "protocol_file", type=click.Path(path_type=Path),
+              help="Check the runs against this protocol (protocols/NAME.toml): adds a Protocol "
+                   "section (planned vs done, deviations, hypotheses).")
 def report(run_dirs: tuple[Path, ...], out_dir: Path | None, k: int | None, resamples: int,
-           seed: int) -> None:
-    """Write tables, statistics, charts and report.md for one or more runs (several runs of
-    the same marathon version combine, e.g. one per model). Prints the path of report.md."""
+           seed: int, protocol_file: Path | None) -> None:
+    """Write tables, statistics, charts and report.md for one or more runs (several runs
+    combine, e.g. one per model or per marathon; a suite gets per-marathon sections and a
+    pooled summary). Prints the path of report.md."""
     from benchmark.experiment import check_output_dir
     from benchmark.report import ReportOptions, build_report
 
     out = out_dir if out_dir is not None else run_dirs[0] / "report"
     check_output_dir(out, flag="--out" if out_dir is not None else "RUN_DIR")
-    files = build_report(list(run_dirs), out, ReportOptions(k=k, resamples=resamples, seed=seed))
+    files = build_report(list(run_dirs), out, ReportOptions(k=k, resamples=resamples, seed=seed),
+                         protocol=protocol_file)
     console.print(f"report: {len(files.tables)} tables, {len(files.charts)} chart files in "
                   f"{files.seconds:.1f} s")
     click.echo(str(files.report))
