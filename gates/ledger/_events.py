@@ -560,8 +560,8 @@ def render(document: object) -> str:
 
 
 def to_lines(events: list[dict]) -> list[str]:
-    """Serialise events as JSON Lines (without newlines)."""
-    return [json.dumps(event) for event in events]
+    """Serialise events as JSON Lines (without newlines), keys sorted as a producer might."""
+    return [json.dumps(event, sort_keys=True) for event in events]
 
 
 def raw_input(lines: list) -> bytes:
