@@ -52,7 +52,7 @@ from benchmark.agents import (Agent, AttemptContext, AttemptResult, agent_hashes
                               get_agent)
 from benchmark.agents.declared import DeclaredAgent
 from benchmark.arms import Arm, load_arm
-from benchmark.controllers import get_controller
+from benchmark.controllers import controller_class, get_controller
 from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
 from benchmark.controllers.feedback_retry import failing_lines
 from benchmark.errors import MarathonError
@@ -165,6 +165,8 @@ def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: 
             raise MarathonError(f"--arm: arm {arm.name!r} given twice")
         arms[arm.name] = arm
     agents = {name: get_agent(name) for name in config.agents}
+    for arm in arms.values():  # e.g. an operator's arm needs a terminal and --jobs 1
+        controller_class(arm.controller).check_plan(arm, config.jobs, list(config.agents))
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
     upstreams = model_upstreams(trials, agents, providers=config.providers)
@@ -477,7 +479,10 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
         if any(get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
             services = ModelServices.start(plan.nonce, run_dir, plan.config.marathon, todo,
                                            plan.config.providers)
-        progress = LiveProgress(plan.trials, n_episodes, done, last_scores, console=console, live=display)
+        # An operator's terminal is not shared with a live display.
+        live = display and not any(controller_class(a.controller).uses_terminal
+                                   for a in plan.arms.values())
+        progress = LiveProgress(plan.trials, n_episodes, done, last_scores, console=console, live=live)
         with progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="trial") as pool:
             futures = {
                 pool.submit(_run_trial, plan, keys, done[keys.trial_id], run_dir, store, planned,
@@ -928,7 +933,8 @@ class TrialRunner:
             self_check_recoveries=sum(r.status == "red" for r in self._self_checks),
         )
         return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows,
-                              self_checks=list(self._self_checks))
+                              self_checks=list(self._self_checks),
+                              steering=self.controller.steering_rows(episode.id))
 
 
 def _decision(attempt, max_attempts: int) -> str:

@@ -1,0 +1,224 @@
+"""Steering measures of a human-operator episode, read from what the harness recorded.
+
+- **Active steering time**: the operator's input events in the cast (``i`` events, see
+  :mod:`benchmark.human.terminal`) in time order; each gap between two consecutive input events
+  counts when it is at most :data:`IDLE_GAP_S` seconds and is left out otherwise (the operator
+  was idle, or waiting without typing). So typing bursts and short pauses count; a long wait
+  for the agent or a coffee break does not. Gaps never span two shell sessions.
+- **Prompts**: the operator's messages to the agent, read from the agent's transcript (Claude
+  Code's session files): user messages with text, not tool results, not the CLI's own
+  meta messages, not slash commands (``/exit``...), within the episode.
+- **Shell commands**: the commands the operator ran in the shell, from its command log
+  (``commands.jsonl``, written by the shell's hook, kept with the cast); those whose first
+  word is the agent's CLI are *agent runs*.
+- **Files edited by whom**: each file the episode changed (the episode's workspace diff) is the
+  agent's when it changed while an agent run was in progress or an agent tool call (``Write``,
+  ``Edit``, ``MultiEdit``, ``NotebookEdit``) named it, and the operator's when it changed while
+  any other command ran; a file can be both, or neither (``unattributed``: changed outside any
+  logged command).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from pydantic import BaseModel
+
+#: Longest gap between two input events that still counts as steering, in seconds.
+IDLE_GAP_S = 60.0
+
+#: Tool calls of Claude Code that write a file named by ``file_path`` / ``notebook_path``.
+EDIT_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+
+_WORKSPACE = PurePosixPath("/workspace")
+
+
+def operator_pseudonym(operator: str) -> str:
+    """The pseudonymous id of an operator: ``op-`` and the first 10 hex digits of the SHA-256
+    of ``marathon-operator:<id>`` (the same id always maps to the same pseudonym; the id
+    itself is never recorded)."""
+    return "op-" + hashlib.sha256(f"marathon-operator:{operator}".encode()).hexdigest()[:10]
+
+
+def active_seconds(sessions: Iterable[list[float]], idle_gap_s: float = IDLE_GAP_S) -> float:
+    """Active steering seconds: over each session's input-event times (seconds, any order),
+    the sum of the gaps between consecutive events that are at most ``idle_gap_s``."""
+    total = 0.0
+    for times in sessions:
+        ts = sorted(times)
+        total += sum(b - a for a, b in zip(ts, ts[1:]) if b - a <= idle_gap_s)
+    return total
+
+
+class CommandRun(BaseModel):
+    """One command the operator ran in the shell (from the hook's log)."""
+
+    command: str
+    """The command line."""
+    agent: bool
+    """Whether it ran the agent's CLI."""
+    started: float
+    """UNIX time it started."""
+    ended: float | None = None
+    """UNIX time it ended; ``None`` when the log has no end (e.g. ``marathon-done``)."""
+    status: int | None = None
+    """Exit status, when it ended."""
+    changed: list[str] = []
+    """Workspace files (relative paths) that changed while it ran."""
+
+
+def read_commands(path: Path) -> tuple[list[CommandRun], bool]:
+    """The commands of a hook log and whether it holds a ``done`` event (``marathon-done``).
+    A missing file is no command; unreadable lines are skipped."""
+    runs: list[CommandRun] = []
+    done = False
+    if not path.is_file():
+        return runs, done
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "start":
+            runs.append(CommandRun(command=str(ev.get("command", "")), agent=bool(ev.get("agent")),
+                                   started=float(ev.get("t", 0))))
+        elif ev.get("event") == "end" and runs and runs[-1].ended is None:
+            runs[-1].ended = float(ev.get("t", 0))
+            runs[-1].status = ev.get("status")
+            runs[-1].changed = [str(p) for p in ev.get("changed") or []]
+        elif ev.get("event") == "done":
+            done = True
+    return runs, done
+
+
+def _when(entry: dict) -> datetime | None:
+    text = entry.get("timestamp")
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+    except ValueError:
+        return None
+
+
+def session_entries(lines: Iterable[str], since: datetime) -> list[dict]:
+    """Entries of Claude Code session files (JSON lines) stamped at or after ``since``."""
+    out = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        when = _when(entry) if isinstance(entry, dict) else None
+        if when is not None and when >= since:
+            out.append(entry)
+    return out
+
+
+def _prompt_text(entry: dict) -> str | None:
+    """The text of an operator's prompt entry, or ``None`` when the entry is none."""
+    if entry.get("type") != "user" or entry.get("isMeta") or entry.get("isSidechain"):
+        return None
+    message = entry.get("message") or {}
+    if message.get("role") != "user":
+        return None
+    content = message.get("content")
+    if isinstance(content, list):
+        if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+            return None
+        content = "\n".join(b.get("text", "") for b in content
+                            if isinstance(b, dict) and b.get("type") == "text")
+    if not isinstance(content, str) or not content.strip():
+        return None
+    text = content.strip()
+    if text.startswith(("<command-", "<local-command", "<bash-", "Caveat:")):
+        return None  # slash commands, `!` shell escapes and the CLI's notes are no prompts
+    return text
+
+
+def prompts(entries: list[dict]) -> list[str]:
+    """The operator's prompts to the agent among session entries, in order (one per user
+    message, deduplicated by the entry's ``uuid``)."""
+    seen, out = set(), []
+    for e in entries:
+        text = _prompt_text(e)
+        if text is not None and e.get("uuid") not in seen:
+            seen.add(e.get("uuid"))
+            out.append(text)
+    return out
+
+
+def tool_call_files(entries: list[dict]) -> set[str]:
+    """Workspace-relative paths the agent's file-writing tool calls named."""
+    files = set()
+    for e in entries:
+        if e.get("type") != "assistant":
+            continue
+        for block in (e.get("message") or {}).get("content") or []:
+            if not isinstance(block, dict) or block.get("type") != "tool_use":
+                continue
+            if block.get("name") not in EDIT_TOOLS:
+                continue
+            args = block.get("input") or {}
+            raw = args.get("file_path") or args.get("notebook_path")
+            if not isinstance(raw, str):
+                continue
+            path = PurePosixPath(raw)
+            if not path.is_absolute():
+                path = _WORKSPACE / path
+            try:
+                files.add(path.relative_to(_WORKSPACE).as_posix())
+            except ValueError:
+                continue
+    return files
+
+
+_DIFF_HEADER = re.compile(r"^diff --git a/(.+?) b/(.+)$")
+
+
+def diff_files(diff: Path) -> list[str]:
+    """Paths (relative) a ``git diff`` file touches, sorted; none when it is missing."""
+    if not diff.is_file():
+        return []
+    files = set()
+    with open(diff, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = _DIFF_HEADER.match(line.rstrip("\n"))
+            if m:
+                files.update({m.group(1), m.group(2)})
+    return sorted(files)
+
+
+class Attribution(BaseModel):
+    """Who edited the files an episode changed."""
+
+    changed: list[str]
+    """Files the episode's workspace diff touches."""
+    agent: list[str]
+    """Those the agent edited (an agent run was in progress, or a tool call named them)."""
+    operator: list[str]
+    """Those the operator edited directly (another command was in progress)."""
+    unattributed: list[str]
+    """Those changed outside any logged command."""
+
+    @property
+    def both(self) -> list[str]:
+        """Files edited by the agent and by the operator."""
+        return sorted(set(self.agent) & set(self.operator))
+
+
+def attribute(changed: list[str], runs: list[CommandRun], tool_files: set[str]) -> Attribution:
+    """Attribute each changed file to the agent and/or the operator (module docstring)."""
+    by_agent = set(tool_files)
+    by_operator = set()
+    for run in runs:
+        (by_agent if run.agent else by_operator).update(run.changed)
+    agent = sorted(f for f in changed if f in by_agent)
+    operator = sorted(f for f in changed if f in by_operator)
+    rest = sorted(f for f in changed if f not in by_agent and f not in by_operator)
+    return Attribution(changed=list(changed), agent=agent, operator=operator, unattributed=rest)
