@@ -39,7 +39,7 @@ from benchmark.agents.base import Agent, AttemptOutcome, AttemptResult
 from benchmark.arms import Arm
 from benchmark.controllers.base import Attempt, Controller, ScoreFn, TrialContext, default_decision
 from benchmark.errors import MarathonError
-from benchmark.human import steering
+from benchmark.human import sessions, steering
 from benchmark.human.terminal import is_terminal, last_event_time, read_cast, relay
 from benchmark.marathon import EpisodeSpec
 from benchmark.proxy import reconcile
@@ -163,7 +163,7 @@ class HumanOperatorController(Controller):
         cast = art / "operator.cast"
         started_at, t0 = datetime.now(timezone.utc), time.monotonic()
         self._show_brief(trial, episode, index, brief, ctx.time_limit_s, stop)
-        sessions: list[float] = []  # cast time at which each session starts
+        starts: list[float] = []  # cast time at which each shell session starts
         shell_s, ended_by, exit_code = 0.0, "time_limit", None
         with tempfile.TemporaryDirectory(prefix="marathon-operator-") as tmp:
             env_file = Path(tmp) / "env"
@@ -177,7 +177,7 @@ class HumanOperatorController(Controller):
                 remaining = ctx.time_limit_s - (time.monotonic() - t0)
                 if remaining <= 0:
                     break
-                sessions.append(_cast_end(cast))
+                starts.append(_cast_end(cast))
                 end = relay(argv, cast, time_limit_s=remaining, stop=stop,
                             title=f"{trial.keys.trial_id} {episode.id} ({self.operator})")
                 shell_s += end.duration_s
@@ -201,7 +201,8 @@ class HumanOperatorController(Controller):
         (art / "commands.jsonl").write_bytes(commands)
         entries = self._transcript(trial.sandbox, spec, started_at, ctx.transcript)
         proxy_calls = proxy.calls(token, episode.id, 1) if proxy is not None else []
-        verdict = reconcile(proxy_calls, [], getattr(agent, "reconcile_kinds", ()))
+        own = sessions.session_usage(entries)
+        verdict = reconcile(proxy_calls, own, getattr(agent, "reconcile_kinds", ()))
         (art / "usage-reconciliation.json").write_text(verdict.model_dump_json(indent=2) + "\n",
                                                       encoding="utf-8")
         timed_out = ended_by == "time_limit"
@@ -209,7 +210,7 @@ class HumanOperatorController(Controller):
             outcome=AttemptOutcome.timeout if timed_out else AttemptOutcome.ok,
             duration_s=shell_s, transcript=ctx.transcript, exit_code=None if timed_out else exit_code,
             error=f"the episode reached its time limit of {ctx.time_limit_s:.0f} s" if timed_out else "",
-            usage=proxy_calls, reconciliation=verdict)
+            usage=[*proxy_calls, *own], reconciliation=verdict)
         checks = score(1, result)
         if any(c.outcome == Outcome.error for c in checks):
             raise ScoringFailure(f"attempt 1 of {episode.id}: " + no_verdict_summary(checks), checks)
@@ -218,17 +219,17 @@ class HumanOperatorController(Controller):
 
         runs, _ = steering.read_commands(art / "commands.jsonl")
         _, events = read_cast(cast) if cast.is_file() else ({}, [])
-        bounds = sessions[1:] + [float("inf")]
+        bounds = starts[1:] + [float("inf")]
         inputs = [[t for t, code, _ in events if code == "i" and lo <= t < hi]
-                  for lo, hi in zip(sessions, bounds)]
+                  for lo, hi in zip(starts, bounds)]
         who = steering.attribute(steering.diff_files(art / "workspace.diff"), runs,
-                                 steering.tool_call_files(entries))
+                                 sessions.tool_call_files(entries))
         (art / "steering.json").write_text(who.model_dump_json(indent=2) + "\n", encoding="utf-8")
         self._rows[episode.id] = SteeringRow(
             **trial.keys.model_dump(), episode=episode.id, operator=self.operator,
-            ended_by=ended_by, sessions=len(sessions), wall_s=wall_s, shell_s=shell_s,
+            ended_by=ended_by, sessions=len(starts), wall_s=wall_s, shell_s=shell_s,
             steering_s=steering.active_seconds(inputs), idle_gap_s=steering.IDLE_GAP_S,
-            input_events=sum(map(len, inputs)), prompts=len(steering.prompts(entries)),
+            input_events=sum(map(len, inputs)), prompts=len(sessions.prompts(entries)),
             shell_commands=len(runs), agent_runs=sum(r.agent for r in runs),
             files_changed=len(who.changed), files_agent=len(who.agent),
             files_operator=len(who.operator), files_both=len(who.both),
@@ -291,7 +292,7 @@ class HumanOperatorController(Controller):
         _say(f"\n{rule}\nmarathon: episode {episode.id} ({index} of {len(trial.marathon.episodes)}) "
              f"of {trial.marathon.name}, trial {trial.keys.trial_id}, operator {self.operator}\n"
              f"{rule}\n\n{brief.rstrip()}\n\n{rule}\n"
-             f"Press Enter to open the shell in the trial's container (time limit "
+             f"Press Enter to open the shell of episode {episode.id} in the trial's container (time limit "
              f"{time_limit_s / 60:.0f} min; `marathon-done` ends the episode).\n")
         try:
             termios.tcflush(0, termios.TCIFLUSH)
@@ -317,7 +318,7 @@ class HumanOperatorController(Controller):
                          output_file=f)
         lines = raw.read_text(encoding="utf-8", errors="replace").splitlines()
         raw.unlink()
-        entries = steering.session_entries(lines, since)
+        entries = sessions.session_entries(lines, since)
         dest.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
         return entries
 

@@ -5,9 +5,8 @@
   counts when it is at most :data:`IDLE_GAP_S` seconds and is left out otherwise (the operator
   was idle, or waiting without typing). So typing bursts and short pauses count; a long wait
   for the agent or a coffee break does not. Gaps never span two shell sessions.
-- **Prompts**: the operator's messages to the agent, read from the agent's transcript (Claude
-  Code's session files): user messages with text, not tool results, not the CLI's own
-  meta messages, not slash commands (``/exit``...), within the episode.
+- **Prompts**: the operator's messages to the agent, read from the agent's transcript
+  (:func:`benchmark.human.sessions.prompts`).
 - **Shell commands**: the commands the operator ran in the shell, from its command log
   (``commands.jsonl``, written by the shell's hook, kept with the cast); those whose first
   word is the agent's CLI are *agent runs*.
@@ -24,18 +23,12 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import BaseModel
 
 #: Longest gap between two input events that still counts as steering, in seconds.
 IDLE_GAP_S = 60.0
-
-#: Tool calls of Claude Code that write a file named by ``file_path`` / ``notebook_path``.
-EDIT_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
-
-_WORKSPACE = PurePosixPath("/workspace")
 
 
 def operator_pseudonym(operator: str) -> str:
@@ -94,88 +87,6 @@ def read_commands(path: Path) -> tuple[list[CommandRun], bool]:
         elif ev.get("event") == "done":
             done = True
     return runs, done
-
-
-def _when(entry: dict) -> datetime | None:
-    text = entry.get("timestamp")
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-    except ValueError:
-        return None
-
-
-def session_entries(lines: Iterable[str], since: datetime) -> list[dict]:
-    """Entries of Claude Code session files (JSON lines) stamped at or after ``since``."""
-    out = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        when = _when(entry) if isinstance(entry, dict) else None
-        if when is not None and when >= since:
-            out.append(entry)
-    return out
-
-
-def _prompt_text(entry: dict) -> str | None:
-    """The text of an operator's prompt entry, or ``None`` when the entry is none."""
-    if entry.get("type") != "user" or entry.get("isMeta") or entry.get("isSidechain"):
-        return None
-    message = entry.get("message") or {}
-    if message.get("role") != "user":
-        return None
-    content = message.get("content")
-    if isinstance(content, list):
-        if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
-            return None
-        content = "\n".join(b.get("text", "") for b in content
-                            if isinstance(b, dict) and b.get("type") == "text")
-    if not isinstance(content, str) or not content.strip():
-        return None
-    text = content.strip()
-    if text.startswith(("<command-", "<local-command", "<bash-", "Caveat:")):
-        return None  # slash commands, `!` shell escapes and the CLI's notes are no prompts
-    return text
-
-
-def prompts(entries: list[dict]) -> list[str]:
-    """The operator's prompts to the agent among session entries, in order (one per user
-    message, deduplicated by the entry's ``uuid``)."""
-    seen, out = set(), []
-    for e in entries:
-        text = _prompt_text(e)
-        if text is not None and e.get("uuid") not in seen:
-            seen.add(e.get("uuid"))
-            out.append(text)
-    return out
-
-
-def tool_call_files(entries: list[dict]) -> set[str]:
-    """Workspace-relative paths the agent's file-writing tool calls named."""
-    files = set()
-    for e in entries:
-        if e.get("type") != "assistant":
-            continue
-        for block in (e.get("message") or {}).get("content") or []:
-            if not isinstance(block, dict) or block.get("type") != "tool_use":
-                continue
-            if block.get("name") not in EDIT_TOOLS:
-                continue
-            args = block.get("input") or {}
-            raw = args.get("file_path") or args.get("notebook_path")
-            if not isinstance(raw, str):
-                continue
-            path = PurePosixPath(raw)
-            if not path.is_absolute():
-                path = _WORKSPACE / path
-            try:
-                files.add(path.relative_to(_WORKSPACE).as_posix())
-            except ValueError:
-                continue
-    return files
 
 
 _DIFF_HEADER = re.compile(r"^diff --git a/(.+?) b/(.+)$")

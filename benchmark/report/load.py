@@ -126,6 +126,9 @@ class Results(BaseModel):
     """checks.parquet rows without ``message`` (one per trial x episode x attempt x check)."""
     usage: pd.DataFrame
     """usage.parquet rows (one per usage figure; empty for agents that use no model)."""
+    steering: pd.DataFrame = pd.DataFrame()
+    """steering.parquet rows (one per episode of a human-operator trial; empty otherwise, and
+    for runs written before the table existed)."""
 
     def included_uids(self) -> pd.Index:
         """``uid`` of every included (complete) trial."""
@@ -290,4 +293,5 @@ def load_runs(run_dirs: list[Path] | list[str] | Path | str) -> Results:
     arms = [a for a in arms if a in set(trials["arm"].astype(str))]
     return Results(runs=runs, marathon=runs[0].marathon, episodes=list(runs[0].episodes),
                    arms=arms, trials=trials, episode_rows=tables["episodes"],
-                   attempts=tables["attempts"], checks=tables["checks"], usage=tables["usage"])
+                   attempts=tables["attempts"], checks=tables["checks"], usage=tables["usage"],
+                   steering=tables["steering"])
