@@ -164,10 +164,10 @@ class Operator:
 
 
 @pytest.mark.docker
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (`make setup` installs it)")
 def test_an_operator_steers_a_whole_trial_through_tmux(tmp_path, images):
     from benchmark.sandbox import remove_run_resources
 
+    assert shutil.which("tmux"), "tmux not found: `make setup` installs it"
     run_id = unique_run_id("human")
     socket = f"marathon-test-{run_id}"
     op = Operator(socket)
@@ -182,7 +182,7 @@ def test_an_operator_steers_a_whole_trial_through_tmux(tmp_path, images):
         op.keys(cmd, literal=True, record=False)
         op.keys("Enter", record=False)
         shell = r"\[marathon {}\] /workspace \$ *$"
-        # E1: prompt with the brief's heading, self-check (green), end
+        # E1: a prompt with the brief's heading, end
         op.wait(r"Press Enter to open the shell of episode e1")
         op.keys("Enter", record=False)  # read by the harness, not the shell: not recorded
         first = len(op.sent)
@@ -191,12 +191,10 @@ def test_an_operator_steers_a_whole_trial_through_tmux(tmp_path, images):
         op.prompt_agent("Please implement this brief: # Episode 1: ingest events into a ledger",
                         r"done, the files for episode e1 are written")
         op.wait(shell.format("e1"))
-        op.type("marathon-check")
-        op.wait(r"marathon-check 1/5: every active gate passes")
         op.type("marathon-done")
         spans["e1"] = (first, len(op.sent))
         # E2: the trap; the self-check names the gate; a repair prompt in the same session;
-        # a file edited by the operator; green; end
+        # a file edited by the operator; end (green: the repair worked)
         op.wait(r"Press Enter to open the shell of episode e2")
         op.keys("Enter", record=False)
         first = len(op.sent)
@@ -213,8 +211,6 @@ def test_an_operator_steers_a_whole_trial_through_tmux(tmp_path, images):
         op.wait(shell.format("e2"))
         op.type("echo 'operator was here' > NOTES.md")
         op.wait(shell.format("e2"))
-        op.type("marathon-check")
-        op.wait(r"marathon-check 2/5: every active gate passes")
         op.type("marathon-done")
         spans["e2"] = (first, len(op.sent))
         op.wait(r"RUN-EXIT=\d+", timeout=300)
@@ -228,15 +224,16 @@ def test_an_operator_steers_a_whole_trial_through_tmux(tmp_path, images):
     eps = pd.read_parquet(run / "episodes.parquet").set_index("episode")
     # the interventions the script made
     assert steer.prompts.to_dict() == {"e1": 1, "e2": 2}
-    assert steer.shell_commands.to_dict() == {"e1": 3, "e2": 6}  # claude, checks, echo, done
+    assert steer.shell_commands.to_dict() == {"e1": 2, "e2": 5}  # claude, check, echo, done
     assert steer.agent_runs.to_dict() == {"e1": 1, "e2": 2}
     assert (steer.ended_by == "marathon-done").all() and (steer.sessions == 1).all()
     assert steer.operator.nunique() == 1
     assert steer.operator.iloc[0] == steering.operator_pseudonym("test-operator")
-    assert eps.self_checks.to_dict() == {"e1": 1, "e2": 2}
+    assert eps.self_checks.to_dict() == {"e1": 0, "e2": 1}
     assert eps.self_check_recoveries.to_dict() == {"e1": 0, "e2": 1}
+    assert eps.score.to_dict() == {"e1": 1.0, "e2": 1.0}  # the repair prompt repaired
     checks = pd.read_parquet(run / "self_checks.parquet")
-    assert list(checks[checks.episode == "e2"].status) == ["red", "green"]
+    assert list(checks.status) == ["red"] and "gate `privacy`" in checks.shown.iloc[0]
     # who edited what: the agent wrote the product, the operator NOTES.md
     e2 = steer.loc["e2"]
     assert (e2.files_operator, e2.files_both, e2.files_unattributed) == (1, 0, 0)
