@@ -259,9 +259,11 @@ class HumanOperatorController(Controller):
                banner: str, env: dict[str, str]) -> None:
         """Put the shell's material into the container and the CLI's settings in place."""
         args = " ".join(shlex.quote(a.replace("{model}", model)) for a in spec.args)
+        name = shlex.quote(spec.command)
         wrapper = ("#!/bin/sh\n# the agent's CLI, run interactively through the metering proxy\n"
-                   'PATH=$(printf %s "$PATH" | sed "s#^$MARATHON_OPERATOR_BIN:##")\n'
-                   f'exec {shlex.quote(spec.command)} {args} "$@"\n')
+                   f'real=$(PATH=$(printf %s "$PATH" | sed "s#^$MARATHON_OPERATOR_BIN:##") '
+                   f'command -v {name})\n'
+                   f'exec "$real" {args} "$@"\n')
         rel = SHELL_DIR.removeprefix("/tmp/")
         ep = where.removeprefix("/tmp/")
         sandbox.put_files({
