@@ -158,6 +158,8 @@ class HumanOperatorController(Controller):
                "MARATHON_AGENT_COMMANDS": spec.command}
         banner = self._banner(trial, episode, index, spec, model)
         self._stage(trial.sandbox, spec, model, where, brief, banner, env)
+        # the forwarder to the proxy died with the last episode's processes: PID 1 restarts it
+        trial.sandbox.wait_for_forwarder()
 
         stop = getattr(trial, "stop", None)
         cast = art / "operator.cast"
