@@ -316,7 +316,8 @@ class SteeringRow(TrialKeys):
     idle_gap_s: float
     """The idle threshold of ``steering_s``, in seconds."""
     input_events: int
-    """Input events (keystroke chunks) in the recording."""
+    """The operator's input events (keystroke chunks) in the recording; the terminal's own
+    answers to a program's queries and focus in/out are not counted."""
     prompts: int
     """Prompts the operator sent to the agent, read from the agent's transcript."""
     shell_commands: int

@@ -37,6 +37,15 @@ def test_active_steering_leaves_out_idle_gaps_and_never_spans_sessions():
     assert steering.active_seconds([[0, 60.5]], idle_gap_s=60) == 0
 
 
+def test_terminal_reports_are_not_operator_input():
+    for report in ["\x1b[12;40R", "\x1b[?62;22c", "\x1b[0n", "\x1b[?1u", "\x1b[I", "\x1b[O",
+                   "\x1b]11;rgb:0000/0000/0000\x07", "\x1b]10;rgb:ffff/ffff/ffff\x1b\\",
+                   "\x1bP>|tmux 3.3a\x1b\\", "\x1b[I\x1b[3;1R"]:
+        assert not steering.operator_input(report), repr(report)
+    for typed in ["l", "ls\r", "\x1b[A", "\x1b", "\x03", "\x1b[<0;10;5M", "a\x1b[12;40R"]:
+        assert steering.operator_input(typed), repr(typed)
+
+
 def test_prompts_are_the_operators_messages_only():
     t = "2026-12-02T10:00:0{}.000Z"
     entries = [

@@ -222,7 +222,8 @@ class HumanOperatorController(Controller):
         runs, _ = steering.read_commands(art / "commands.jsonl")
         _, events = read_cast(cast) if cast.is_file() else ({}, [])
         bounds = starts[1:] + [float("inf")]
-        inputs = [[t for t, code, _ in events if code == "i" and lo <= t < hi]
+        inputs = [[t for t, code, data in events
+                   if code == "i" and lo <= t < hi and steering.operator_input(data)]
                   for lo, hi in zip(starts, bounds)]
         who = steering.attribute(steering.diff_files(art / "workspace.diff"), runs,
                                  sessions.tool_call_files(entries))

@@ -1,7 +1,8 @@
 """Steering measures of a human-operator episode, read from what the harness recorded.
 
 - **Active steering time**: the operator's input events in the cast (``i`` events, see
-  :mod:`benchmark.human.terminal`) in time order; each gap between two consecutive input events
+  :mod:`benchmark.human.terminal`; answers the terminal sends by itself to a program's queries,
+  and focus in/out, are not the operator's: :func:`operator_input`) in time order; each gap between two consecutive input events
   counts when it is at most :data:`IDLE_GAP_S` seconds and is left out otherwise (the operator
   was idle, or waiting without typing). So typing bursts and short pauses count; a long wait
   for the agent or a coffee break does not. Gaps never span two shell sessions.
@@ -36,6 +37,20 @@ def operator_pseudonym(operator: str) -> str:
     of ``marathon-operator:<id>`` (the same id always maps to the same pseudonym; the id
     itself is never recorded)."""
     return "op-" + hashlib.sha256(f"marathon-operator:{operator}".encode()).hexdigest()[:10]
+
+
+#: Input the terminal sends by itself, not the operator: answers to a program's queries
+#: (cursor position ``ESC [ r ; c R``, device attributes ``ESC [ ? ... c``, status ``ESC [ ... n``,
+#: keyboard-protocol flags ``ESC [ ? ... u``, window reports ``ESC [ ... t``, OSC and DCS
+#: strings such as colour answers) and focus in/out (``ESC [ I``, ``ESC [ O``).
+_TERMINAL_REPORT = re.compile(r"(?:\x1b\[[?>=]?[\d;]*[Rcnut]|\x1b\[[IO]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
+                              r"|\x1bP[^\x1b]*\x1b\\)+")
+
+
+def operator_input(data: str) -> bool:
+    """Whether an input event is the operator's (not only reports the terminal sent itself:
+    see :data:`_TERMINAL_REPORT`)."""
+    return bool(data) and _TERMINAL_REPORT.fullmatch(data) is None
 
 
 def active_seconds(sessions: Iterable[list[float]], idle_gap_s: float = IDLE_GAP_S) -> float:
