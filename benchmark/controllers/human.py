@@ -165,37 +165,8 @@ class HumanOperatorController(Controller):
         cast = art / "operator.cast"
         started_at, t0 = datetime.now(timezone.utc), time.monotonic()
         self._show_brief(trial, episode, index, brief, ctx.time_limit_s, stop)
-        starts: list[float] = []  # cast time at which each shell session starts
-        shell_s, ended_by, exit_code = 0.0, "time_limit", None
-        with tempfile.TemporaryDirectory(prefix="marathon-operator-") as tmp:
-            env_file = Path(tmp) / "env"
-            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.writelines(f"{k}={v}\n" for k, v in env.items())
-            argv = ["docker", "exec", "-it", "-u", AGENT_USER, "-w", WORKSPACE, "--env-file",
-                    str(env_file), trial.sandbox.container.id, "bash", "--rcfile",
-                    f"{SHELL_DIR}/bashrc", "-i"]
-            while True:
-                remaining = ctx.time_limit_s - (time.monotonic() - t0)
-                if remaining <= 0:
-                    break
-                starts.append(_cast_end(cast))
-                end = relay(argv, cast, time_limit_s=remaining, stop=stop,
-                            title=f"{trial.keys.trial_id} {episode.id} ({self.operator})")
-                shell_s += end.duration_s
-                exit_code = end.exit_code
-                if end.stopped or (stop is not None and stop.is_set()):
-                    raise MarathonError("the run is stopping")
-                if end.terminal_closed:
-                    raise MarathonError(f"arm {self.arm.name}: the operator's terminal closed "
-                                        f"during {episode.id}; resume the run from a terminal")
-                if trial.sandbox.get_file(f"{where}/done", limit=1024) is not None:
-                    ended_by = "marathon-done"
-                    break
-                if end.timed_out:
-                    break
-                _say("\r\nmarathon: the shell ended without `marathon-done`; reopening it "
-                     "(run `marathon-done` to end the episode).\r\n")
+        starts, shell_s, ended_by, exit_code = self._operate(
+            trial, episode, env, where, cast, ctx.time_limit_s - (time.monotonic() - t0), stop)
         wall_s = time.monotonic() - t0
         _say(f"\r\nmarathon: {episode.id} ended ({ended_by}); scoring the workspace...\r\n")
 
@@ -219,6 +190,64 @@ class HumanOperatorController(Controller):
         attempt = Attempt(number=1, prompt=brief, result=result, checks=checks)
         attempt.decision = default_decision(attempt.green, 1, 1)
 
+        self._rows[episode.id] = self._steering_row(trial, episode, art, cast, starts, entries,
+                                                    ended_by=ended_by, wall_s=wall_s, shell_s=shell_s)
+        return [attempt]
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _operate(self, trial: TrialContext, episode: EpisodeSpec, env: dict[str, str], where: str,
+                 cast: Path, time_limit_s: float, stop) -> tuple[list[float], float, str, int | None]:
+        """Attach the operator to the shell, reopening it until ``marathon-done`` or the time
+        limit.
+
+        Returns:
+            ``(cast time at which each shell session started, seconds attached, ended_by,
+            exit status of the last session)``.
+
+        Raises:
+            MarathonError: the run is stopping, or the operator's terminal closed.
+        """
+        starts: list[float] = []
+        shell_s, ended_by, exit_code = 0.0, "time_limit", None
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="marathon-operator-") as tmp:
+            env_file = Path(tmp) / "env"  # the token stays off the host's process list
+            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.writelines(f"{k}={v}\n" for k, v in env.items())
+            argv = ["docker", "exec", "-it", "-u", AGENT_USER, "-w", WORKSPACE, "--env-file",
+                    str(env_file), trial.sandbox.container.id, "bash", "--rcfile",
+                    f"{SHELL_DIR}/bashrc", "-i"]
+            while True:
+                remaining = time_limit_s - (time.monotonic() - t0)
+                if remaining <= 0:
+                    break
+                starts.append(_cast_end(cast))
+                end = relay(argv, cast, time_limit_s=remaining, stop=stop,
+                            title=f"{trial.keys.trial_id} {episode.id} ({self.operator})")
+                shell_s += end.duration_s
+                exit_code = end.exit_code
+                if end.stopped or (stop is not None and stop.is_set()):
+                    raise MarathonError("the run is stopping")
+                if end.terminal_closed:
+                    raise MarathonError(f"arm {self.arm.name}: the operator's terminal closed "
+                                        f"during {episode.id}; resume the run from a terminal")
+                if trial.sandbox.get_file(f"{where}/done", limit=1024) is not None:
+                    ended_by = "marathon-done"
+                    break
+                if end.timed_out:
+                    break
+                _say("\r\nmarathon: the shell ended without `marathon-done`; reopening it "
+                     "(run `marathon-done` to end the episode).\r\n")
+        return starts, shell_s, ended_by, exit_code
+
+    def _steering_row(self, trial: TrialContext, episode: EpisodeSpec, art: Path, cast: Path,
+                      starts: list[float], entries: list[dict], *, ended_by: str, wall_s: float,
+                      shell_s: float) -> SteeringRow:
+        """The episode's steering measures (:mod:`benchmark.human.steering`) from its cast, the
+        shell's command log, the agent's transcript entries and the workspace diff; writes
+        ``steering.json`` (who edited which file)."""
         runs, _ = steering.read_commands(art / "commands.jsonl")
         _, events = read_cast(cast) if cast.is_file() else ({}, [])
         bounds = starts[1:] + [float("inf")]
@@ -228,7 +257,7 @@ class HumanOperatorController(Controller):
         who = steering.attribute(steering.diff_files(art / "workspace.diff"), runs,
                                  sessions.tool_call_files(entries))
         (art / "steering.json").write_text(who.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        self._rows[episode.id] = SteeringRow(
+        return SteeringRow(
             **trial.keys.model_dump(), episode=episode.id, operator=self.operator,
             ended_by=ended_by, sessions=len(starts), wall_s=wall_s, shell_s=shell_s,
             steering_s=steering.active_seconds(inputs), idle_gap_s=steering.IDLE_GAP_S,
@@ -238,9 +267,6 @@ class HumanOperatorController(Controller):
             files_operator=len(who.operator), files_both=len(who.both),
             files_unattributed=len(who.unattributed),
             cast=cast.relative_to(trial.run_dir).as_posix())
-        return [attempt]
-
-    # -- helpers ----------------------------------------------------------------------------
 
     def _banner(self, trial: TrialContext, episode: EpisodeSpec, index: int, spec: Interactive,
                 model: str) -> str:
