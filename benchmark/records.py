@@ -55,7 +55,9 @@ class TrialKeys(_Row):
     run_id: str
     """Id of the run, e.g. ``20261121T105000Z-3f2a``."""
     trial_id: str
-    """Id of the trial, unique in the run: ``<arm>.<agent>.<model>.<effort>.r<replicate>``."""
+    """Id of the trial, unique in the run:
+    ``[<marathon>.]<arm>.<agent>.<model>.<effort>.r<replicate>[.isolated]`` (the marathon named
+    in runs of several marathons, the mode when isolated)."""
     marathon: str
     """Marathon name, e.g. ``ledger``."""
     arm: str
@@ -67,6 +69,11 @@ class TrialKeys(_Row):
     with ``scripted/`` are simulated models."""
     effort: str
     """Reasoning effort given to the agent; ``none`` for agents that use no model."""
+    mode: Literal["cumulative", "isolated"] = "cumulative"
+    """``cumulative``: each episode starts from the workspace the agent left after the previous
+    one; ``isolated``: each episode starts from the reference solution of the previous episode
+    (the starter for the first), a counterfactual without accumulated debt. Trials of one seed
+    in the two modes pair up (``cumulative`` in runs of older harness versions)."""
     replicate: int
     """Replicate number, 1-based."""
     seed: int
@@ -605,9 +612,12 @@ def read_part(path: Path, table: str) -> pa.Table:
     schema = arrow_schema(table)
     if data.column_names != schema.names and set(data.column_names) <= set(schema.names):
         missing = [f for f in schema if f.name not in data.column_names]
-        if all(f.nullable for f in missing):  # columns added since: null in older parts
-            for f in missing:
-                data = data.append_column(f, pa.nulls(len(data), f.type))
+        defaults = {n: i.default for n, i in ROW_MODELS[table].model_fields.items()
+                    if not i.is_required() and i.default is not None}
+        if all(f.nullable or f.name in defaults for f in missing):
+            for f in missing:  # columns added since: null (or their default) in older parts
+                data = data.append_column(f, pa.nulls(len(data), f.type) if f.name not in defaults
+                                          else pa.array([defaults[f.name]] * len(data), f.type))
             data = data.select(schema.names).cast(schema)
     return data
 

@@ -41,9 +41,10 @@ def check_tags(results: Results) -> pd.DataFrame:
     checks = results.only_included(results.checks)
     if checks.empty:
         return pd.DataFrame(columns=GROUP_KEYS + ["tag", "checks", "passed", "share"])
-    last = results.episodes[-1]
+    last = pd.DataFrame({"marathon": list(results.marathons),
+                         "episode": [e[-1] for e in results.marathons.values()]})
     eps = results.only_included(results.episode_rows)
-    eps = eps.loc[eps["episode"] == last, ["uid", "episode", "attempts"]]
+    eps = eps.merge(last, on=["marathon", "episode"])[["uid", "episode", "attempts"]]
     final = checks.merge(eps, on=["uid", "episode"], how="inner")
     final = final[final["attempt"] == final["attempts"]]
     final = final.assign(tag=final["tag"].fillna("untagged"),
@@ -112,9 +113,15 @@ def operator_lines(results: Results) -> list[str]:
 def claim_boundary_markdown(results: Results) -> str:
     """The claim-boundary section of report.md (Markdown, starting with a level-2 heading)."""
     lines = ["## Claim boundary", ""]
-    r0 = results.runs[0]
-    lines.append(f"- Marathon `{results.marathon}`, content hash `{r0.marathon_hash[:16]}`, "
-                 f"episodes {', '.join(results.episodes)}.")
+    for name, episodes in results.marathons.items():
+        ref = next(r.marathons[name] for r in results.runs if name in r.marathons)
+        lines.append(f"- Marathon `{name}`, content hash `{ref.hash[:16]}`, "
+                     f"episodes {', '.join(episodes)}.")
+    modes = results.modes()
+    if "isolated" in modes:
+        lines.append("- **Isolated mode**: trials with mode `isolated` start every episode from the "
+                     "reference solution of the previous one; they measure each episode without "
+                     "accumulated debt, not a marathon an agent played through.")
     for run in results.runs:
         commit = (run.git_commit or "unknown")[:12] + (" (dirty)" if run.git_dirty else "")
         lines.append(f"- Run `{run.run_id}`: harness {run.harness_version}, commit {commit}, "
@@ -146,7 +153,8 @@ def claim_boundary_markdown(results: Results) -> str:
     if len(tags):
         wide = tags.assign(cell=[f"{p}/{c} ({fmt_share(s)})" for p, c, s in
                                  zip(tags["passed"], tags["checks"], tags["share"])])
-        wide = (wide.pivot_table(index=GROUP_KEYS[1:], columns="tag", values="cell",
+        wide = (wide.pivot_table(index=GROUP_KEYS[0 if len(results.marathons) > 1 else 1:],
+                                 columns="tag", values="cell",
                                  aggfunc="first", observed=True)
                 .reset_index().fillna("n/a"))
         wide.columns.name = None

@@ -54,7 +54,7 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
     k = int(summary["k"].iloc[0]) if len(summary) else 1
     out = pd.DataFrame({
         "model": summary["model"], "effort": summary["effort"], "agent": summary["agent"],
-        "arm": summary["arm"],
+        "mode": summary["mode"], "arm": summary["arm"],
         "replicates": [f"{r} ({e} excluded)" if e else f"{r}"
                        for r, e in zip(summary["replicates"], summary["excluded"])],
         "full passes [Wilson 95%]": [
@@ -102,7 +102,7 @@ def comparisons_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
     """The comparisons table formatted for reading."""
     return pd.DataFrame({
         "model": comparisons["model"], "effort": comparisons["effort"],
-        "agent": comparisons["agent"],
+        "agent": comparisons["agent"], "mode": comparisons["mode"],
         "arms (a vs b)": comparisons["arm_a"] + " vs " + comparisons["arm_b"],
         "pairs": comparisons["pairs"],
         "full passes a / b": [f"{a}/{n} vs {b}/{n}" for a, b, n in
