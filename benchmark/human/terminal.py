@@ -93,6 +93,7 @@ class CastWriter:
             self._write([round(time.monotonic() - self.start, 6), code, data])
 
     def close(self) -> None:
+        """Close the file (events written so far stay)."""
         self._f.close()
 
 

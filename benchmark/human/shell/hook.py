@@ -29,6 +29,7 @@ PENDING = os.path.join(DIR, "pending")
 
 
 def snapshot() -> dict:
+    """Relative path -> [size, mtime in ns] of every workspace file but .git and __pycache__."""
     files = {}
     for root, dirs, names in os.walk(WORKSPACE):
         dirs[:] = [d for d in dirs if d not in (".git", "__pycache__")]
@@ -43,11 +44,13 @@ def snapshot() -> dict:
 
 
 def log(event: dict) -> None:
+    """Append one event, stamped with the UNIX time, to the command log."""
     with open(LOG, "a", encoding="utf-8") as f:
         f.write(json.dumps({**event, "t": time.time()}) + "\n")
 
 
 def first_word(command: str) -> str:
+    """The command's program name (leading VAR=value, command, exec, time skipped)."""
     for word in command.split():
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", word) or word in ("command", "exec", "time"):
             continue
@@ -56,6 +59,7 @@ def first_word(command: str) -> str:
 
 
 def before(line: str) -> None:
+    """A command starts: log it, keep the snapshot its changes are compared with."""
     command = re.sub(r"^\s*\d+\*?\s+", "", line, count=1).strip()
     if not command:
         return
@@ -67,6 +71,7 @@ def before(line: str) -> None:
 
 
 def after(status: str) -> None:
+    """The command ended: log its status and the files that changed while it ran."""
     if not os.path.exists(PENDING):
         return  # an empty line, or the first prompt
     os.unlink(PENDING)
@@ -82,6 +87,7 @@ def after(status: str) -> None:
 
 
 def setup() -> None:
+    """Claude Code's settings for an interactive run (onboarding done, key approved, trusted)."""
     path = os.path.expanduser("~/.claude.json")
     try:
         with open(path, encoding="utf-8") as f:
