@@ -15,6 +15,7 @@ No error prints a traceback: a failed trial's traceback goes to the run's ``erro
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -284,7 +285,9 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
               help="Run exactly the plan of this protocol (protocols/NAME.toml); takes only "
                    "--jobs, --out, --run-id besides.")
 @click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
-def run(config_file, resume_dir, protocol_file, no_progress, **flags) -> None:
+@click.option("--operator", metavar="ID", help="The operator's id on the human-operator arm (recorded as a "
+              "pseudonym, a hash; default: $MARATHON_OPERATOR, else the login name).")
+def run(config_file, resume_dir, protocol_file, no_progress, operator, **flags) -> None:
     """Run marathons: every marathon x mode x arm x agent x model x effort x replicate is a
     trial in its own container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
 
@@ -292,8 +295,14 @@ def run(config_file, resume_dir, protocol_file, no_progress, **flags) -> None:
     the run (disk full, read-only): resumable with --resume; 2 bad input; 130 interrupted
     (resumable with --resume).
     """
+    from benchmark.controllers.human import OPERATOR_ENV
     from benchmark.driver import resume_run, start_run
     from benchmark.experiment import load_config
+
+    if operator is not None:
+        if not operator.strip():
+            raise MarathonError("--operator: give a non-empty id")
+        os.environ[OPERATOR_ENV] = operator.strip()
 
     if resume_dir is not None:
         extra = [k for k, v in flags.items() if v not in (None, ()) and k != "jobs"]

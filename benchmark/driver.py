@@ -54,7 +54,7 @@ from benchmark.agents import (Agent, AttemptContext, AttemptResult, agent_hashes
                               get_agent)
 from benchmark.agents.declared import DeclaredAgent
 from benchmark.arms import Arm, load_arm
-from benchmark.controllers import get_controller
+from benchmark.controllers import controller_class, get_controller
 from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
 from benchmark.controllers.feedback_retry import failing_lines
 from benchmark.errors import MarathonError
@@ -186,6 +186,8 @@ def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: 
             raise MarathonError(f"--arm: arm {arm.name!r} given twice")
         arms[arm.name] = arm
     agents = {name: get_agent(name) for name in config.agents}
+    for arm in arms.values():  # e.g. an operator's arm needs a terminal and --jobs 1
+        controller_class(arm.controller).check_plan(arm, config.jobs, list(config.agents))
     check_output_dir(config.out)
     trials = plan_trials(config, run_id, list(marathons), {n: a.uses_model for n, a in agents.items()})
     upstreams = model_upstreams(trials, agents, providers=config.providers)
@@ -545,8 +547,11 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
             services = ModelServices.start(plan.nonce, run_dir,
                                            {n: m.root for n, m in plan.marathons.items()}, todo,
                                            plan.config.providers)
+        # An operator's terminal is not shared with a live display.
+        live = display and not any(controller_class(a.controller).uses_terminal
+                                   for a in plan.arms.values())
         progress = LiveProgress(plan.trials, {t.trial_id: plan.episodes_of(t) for t in plan.trials},
-                                done, last_scores, console=console, live=display)
+                                done, last_scores, console=console, live=live)
         with progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="trial") as pool:
             futures = {
                 pool.submit(_run_trial, plan, keys, done[keys.trial_id], run_dir, store, planned,
@@ -1015,7 +1020,8 @@ class TrialRunner:
             self_check_recoveries=sum(r.status == "red" for r in self._self_checks),
         )
         return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows,
-                              self_checks=list(self._self_checks))
+                              self_checks=list(self._self_checks),
+                              steering=self.controller.steering_rows(episode.id))
 
 
 def _decision(attempt, max_attempts: int) -> str:

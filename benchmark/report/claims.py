@@ -86,6 +86,30 @@ def models_and_versions(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "agent", "api_models", "agent_cli", "kind"])
 
 
+def operator_lines(results: Results) -> list[str]:
+    """Claim-boundary lines for trials steered by a human operator (none without any): each
+    operator by pseudonymous id with the arms and trials they steered, and why such trials are
+    not blinded replicates."""
+    s = results.steering
+    if s.empty:
+        return []
+    s = s.assign(uid=s["run_id"].astype(str) + "/" + s["trial_id"].astype(str))
+    lines = []
+    for operator, rows in s.groupby("operator", sort=True):
+        arms = ", ".join(sorted(set(map(str, rows["arm"]))))
+        trials = rows["uid"].nunique()
+        minutes = rows["steering_s"].sum() / 60
+        lines.append(f"- **Human operator** `{operator}` (a pseudonymous id: a hash of the id the "
+                     f"operator gave) steered {trials} trial{'s' * (trials != 1)} of arm {arms}: "
+                     f"{minutes:.1f} active steering minutes, {int(rows['prompts'].sum())} "
+                     f"prompts, {int(rows['shell_commands'].sum())} shell commands.")
+    lines.append("- **Human trials are not blinded replicates**: the operator knows the arm, "
+                 "reads every brief and self-check, and learns across episodes and trials, so "
+                 "replicates of one operator are not independent draws, and figures depend on "
+                 "the person; compare them with automated arms as a case, not as a sample.")
+    return lines
+
+
 def claim_boundary_markdown(results: Results) -> str:
     """The claim-boundary section of report.md (Markdown, starting with a level-2 heading)."""
     lines = ["## Claim boundary", ""]
@@ -115,6 +139,7 @@ def claim_boundary_markdown(results: Results) -> str:
         lines.append(f"- **No model**: agents {', '.join(nomodel)} call no model (oracle copies "
                      "the reference solution, nop changes nothing); they calibrate the gates "
                      "and say nothing about any model.")
+    lines += operator_lines(results)
     lines += ["", "### Models and versions", "", to_markdown(models_and_versions(results))]
     lines += ["### Excluded trials", ""]
     ex = excluded_trials(results)

@@ -157,6 +157,9 @@ class Results(BaseModel):
     """checks.parquet rows without ``message`` (one per trial x episode x attempt x check)."""
     usage: pd.DataFrame
     """usage.parquet rows (one per usage figure; empty for agents that use no model)."""
+    steering: pd.DataFrame = pd.DataFrame()
+    """steering.parquet rows (one per episode of a human-operator trial; empty otherwise, and
+    for runs written before the table existed)."""
 
     def for_marathon(self, name: str) -> "Results":
         """The records of one marathon alone (its runs, trials and rows; arms it has)."""
@@ -350,4 +353,5 @@ def load_runs(run_dirs: list[Path] | list[str] | Path | str) -> Results:
     first = next(iter(marathons))
     return Results(runs=runs, marathon="+".join(marathons), episodes=list(marathons[first]),
                    marathons=marathons, arms=arms, trials=trials, episode_rows=tables["episodes"],
-                   attempts=tables["attempts"], checks=tables["checks"], usage=tables["usage"])
+                   attempts=tables["attempts"], checks=tables["checks"], usage=tables["usage"],
+                   steering=tables["steering"])

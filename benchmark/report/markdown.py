@@ -78,6 +78,17 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
         out["self-checks (total; red = in-episode recoveries)"] = [
             f"{fmt_int(t)}; {fmt_int(r)}" for t, r in
             zip(summary["self_checks"].fillna(0), summary["self_check_recoveries"].fillna(0))]
+    if "steering_min" in summary.columns:  # groups steered by a human operator
+        human = summary["steering_min"].notna()
+        out["operator steering min (total; per trial)"] = [
+            f"{fmt_num(t, 1)}; {fmt_num(m, 1)}" if h else "-" for h, t, m in
+            zip(human, summary["steering_min"], summary["steering_min_per_trial"])]
+        out["interventions (prompts; shell commands)"] = [
+            f"{fmt_int(p)}; {fmt_int(c)}" if h else "-" for h, p, c in
+            zip(human, summary["prompts"], summary["shell_commands"])]
+        out["files edited (operator; agent)"] = [
+            f"{fmt_int(o)}; {fmt_int(a)}" if h else "-" for h, o, a in
+            zip(human, summary["files_operator"], summary["files_agent"])]
     for col, name in [("input_tokens", "input tok"), ("output_tokens", "output tok"),
                       ("cache_write_tokens", "cache write tok"),
                       ("cache_read_tokens", "cache read tok")]:
