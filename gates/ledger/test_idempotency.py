@@ -27,7 +27,7 @@ def test_same_file_twice_changes_nothing(ledger, seed):
         gen.balances[account] = 0
     lines = to_lines(events)
     src = write_lines(ledger.path("events.jsonl"), lines)
-    state = ledger.path("state")
+    state = ledger.path("new") / "nested" / "state"  # DIR and its parents are created
     model = Model()
 
     first = ledger.ingest(src, state)

@@ -119,6 +119,8 @@ def test_overdraft_checks_the_current_balance(ledger, seed):
             gen.make(account, "debit", refill + 1, gen.tick()),  # overdraft
             gen.make(account, "debit", refill, gen.tick()),  # applied: 0 again
         ]
+    # an account with no event yet has balance 0: a debit of a single cent is an overdraft
+    first.append(dict(gen.make(gen.accounts[0], "debit", 1, gen.tick()), account="acct-0000"))
     second = [gen.make(account, "debit", 1, gen.tick()) for account in gen.accounts]  # balance persisted: 0
     model = Model()
     state = ledger.path("state")

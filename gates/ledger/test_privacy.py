@@ -162,7 +162,8 @@ def test_bad_lines_leak_nothing(ledger, seed):
 
 @pytest.mark.contract
 def test_ledger_log_shows_masked_forms(ledger, seed):
-    """ledger.log has one line per input event: outcome, id, masked email and masked card."""
+    """ledger.log has one line per input event: outcome, id, masked email and masked card; exactly
+    the tokens `outcome id= account= type= amount= email= card=` in that order (DESIGN.md)."""
     gen = EventGen(seed, "privacy-log", n_accounts=5)
     events = gen.with_duplicates(gen.stream(30), count=4, min_gap=2)
     model = Model()
@@ -180,6 +181,9 @@ def test_ledger_log_shows_masked_forms(ledger, seed):
         for needed in (f"id={event['id']}", f"email={mask_email(event['email'])}",
                        f"card={mask_card(event['card'])}"):
             assert needed in words, f"ledger.log line {number} lacks {needed!r}: {line!r}"
+        expected = (f"{outcome} id={event['id']} account={event['account']} type={event['type']} "
+                    f"amount={event['amount']} email={mask_email(event['email'])} card={mask_card(event['card'])}")
+        assert line == expected, f"ledger.log line {number}: {line!r}, expected exactly {expected!r}"
 
 
 @pytest.mark.genuine
