@@ -125,30 +125,66 @@ class OneLineCommand(click.Command):
               help="Scorings run concurrently.")
 @click.option("--no-progress", is_flag=True, help="No progress bar; a line every 10% of the scorings.")
 def validate(marathon_name: str, seeds_text: str, jobs: int, no_progress: bool) -> None:
-    """Check MARATHON (a name under episodes/ or a path) on every seed: references pass, the
-    starter fails every gate, every mutant fails its gate (on every seed: one caught on some
-    seeds only is a finding), scoring is deterministic. Exits 1 if any finding fails."""
+    """Check MARATHON (a name under episodes/ or a path). First, from its files alone, what is
+    left to write: placeholders (a `marathon new` skeleton's), >= 3 tagged checks and >= 2
+    hand-written mutants per gate, DESIGN.md's traps and traceability tables; a marathon with
+    placeholders is not scored. Then, on every seed: references pass, the starter fails every
+    gate, every mutant fails its gate (on every seed: one caught on some seeds only is a
+    finding), scoring is deterministic. Exits 1 if any finding fails."""
     from benchmark.images import build_images
     from benchmark.marathon import load_marathon
     from benchmark.progress import CountProgress
     from benchmark.validate import Finding, parse_seeds, scoring_count, validate as run_validate
 
+    from benchmark.structure import structure
+
     seeds = parse_seeds(seeds_text)
     m = load_marathon(marathon_name)
+
+    def line(f: Finding) -> str:
+        mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
+        return f"{mark} {escape(f.item)}  [dim]{escape(f.detail)}[/]"
+
+    shape = structure(m)  # before any image is built: a skeleton needs no Docker
+    if not shape.scorable:
+        for f in shape.findings:
+            console.print(line(f))
+        bad = [f for f in shape.findings if not f.ok]
+        console.print(f"{m.name}: {len(shape.findings) - len(bad)}/{len(shape.findings)} findings ok; "
+                      f"not scored: {', '.join(shape.placeholders)} "
+                      f"{'is' if len(shape.placeholders) == 1 else 'are'} still placeholders "
+                      "(docs/authoring.md)")
+        sys.exit(1)
     image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
                          runtime=m.runtime).scorer
 
     with CountProgress("scorings", scoring_count(m, seeds), console, live=not no_progress) as bar:
-        def show(f: Finding) -> None:
-            mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
-            bar.note(f"{mark} {escape(f.item)}  [dim]{escape(f.detail)}[/]")
-
-        findings = run_validate(m, image=image, seeds=seeds, jobs=jobs, progress=show,
-                                scored=bar.advance)
+        findings = run_validate(m, image=image, seeds=seeds, jobs=jobs,
+                                progress=lambda f: bar.note(line(f)), scored=bar.advance)
     bad = [f for f in findings if not f.ok]
     console.print(f"{m.name}: {len(findings) - len(bad)}/{len(findings)} findings ok "
                   f"(seeds {', '.join(map(str, seeds))})")
     sys.exit(1 if bad else 0)
+
+
+@main.command("new", cls=OneLineCommand)
+@click.argument("name")
+@click.option("--language", type=click.Choice(["python", "typescript"]), default="python",
+              show_default=True, help="Language of the product (typescript: Node.js, declared in [runtime]).")
+def new(name: str, language: str) -> None:
+    """Write the skeleton of a new marathon NAME: episodes/NAME/ (marathon.toml, DESIGN.md, a
+    starter, brief e1, a placeholder reference e1, equivalent-mutants.toml) and gates/NAME/
+    (conftest.py with the seed, seeded-input and product helpers, an independent model, a gate
+    module with one example check, mutants/). `marathon validate NAME` then lists what is left
+    to write; docs/authoring.md walks through it. Prints the files written."""
+    from benchmark.authoring import new_marathon
+    from benchmark.paths import PROJECT_ROOT
+
+    skeleton = new_marathon(name, language, root=PROJECT_ROOT)
+    for rel in skeleton.files:
+        click.echo(str(rel))
+    console.print(f"{name}: skeleton written to {skeleton.episodes} and {skeleton.gates}; "
+                  f"`marathon validate {name}` lists what is left to write (docs/authoring.md)")
 
 
 @main.command(cls=OneLineCommand)

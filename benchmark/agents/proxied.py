@@ -116,6 +116,9 @@ class ProxiedCLIAgent(Agent):
             "argv": shown, "env": {k: v.replace(token, "<per-trial token>") for k, v in env.items()},
             "model": ctx.model, "effort": ctx.effort, "time_limit_s": ctx.time_limit_s,
         }, indent=2) + "\n", encoding="utf-8")
+        # The forwarder to the proxy dies with the previous attempt's processes and PID 1
+        # restarts it within about a second: the CLI must not start inside that window.
+        sandbox.wait_for_forwarder()
         start = time.monotonic()
         with open(ctx.transcript, "wb") as out:
             res = sandbox.exec(argv, timeout_s=ctx.time_limit_s, environment=env, output_file=out)
