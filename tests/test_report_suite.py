@@ -121,6 +121,7 @@ def test_suite_report_has_pooled_and_per_marathon_sections(suite_dirs, tmp_path)
     for rel in ("pooled_summary.csv", "pooled_comparisons.csv", "debt.csv",
                 "charts/ledger/debt.png", "charts/relay/marathon.svg", "data/ledger/debt_gates.csv"):
         assert (tmp_path / "rep" / rel).is_file(), rel
+    assert (tmp_path / "rep" / "summary.md").read_text().startswith("| marathon | model |")
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
     assert set(summary["marathon"]) == {"ledger", "relay"} and "mode" in summary.columns
     assert np.isfinite(pd.read_csv(tmp_path / "rep" / "pooled_summary.csv")["score_ci_low"]).all()

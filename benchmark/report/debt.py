@@ -121,8 +121,8 @@ def debt_table(results: Results, options: ReportOptions = ReportOptions(),
 
 
 def debt_markdown(debt: pd.DataFrame) -> pd.DataFrame:
-    """The debt table formatted for reading."""
-    return pd.DataFrame({
+    """The debt table formatted for reading (with the marathon when there are several)."""
+    out = pd.DataFrame({
         "model": debt["model"], "effort": debt["effort"], "agent": debt["agent"],
         "arm": debt["arm"], "episode": debt["episode"], "pairs": debt["pairs"],
         "isolated": [fmt_num(x) for x in debt["isolated"]],
@@ -133,3 +133,6 @@ def debt_markdown(debt: pd.DataFrame) -> pd.DataFrame:
         "gates accounting for it (isolated - cumulative green share)": [
             g or "none" for g in debt["gates"]],
     })
+    if debt["marathon"].nunique() > 1:
+        out.insert(0, "marathon", debt["marathon"].to_numpy())
+    return out

@@ -72,6 +72,7 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
             f"{fmt_int(t)}; {fmt_num(m)}" for t, m in
             zip(summary["recovery_attempts"].fillna(0), summary["recovery_per_trial"])],
     })
+    _marathon_column(out, summary)
     if "rollbacks" in summary.columns:
         out["rollbacks"] = [fmt_int(x) for x in summary["rollbacks"].fillna(0)]
     if "self_checks" in summary.columns and summary["self_checks"].fillna(0).any():
@@ -98,9 +99,16 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _marathon_column(out: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Put the marathon first when ``frame`` holds rows of several marathons (a suite)."""
+    if "marathon" in frame.columns and frame["marathon"].nunique() > 1:
+        out.insert(0, "marathon", frame["marathon"].to_numpy())
+    return out
+
+
 def comparisons_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
     """The comparisons table formatted for reading."""
-    return pd.DataFrame({
+    return _marathon_column(pd.DataFrame({
         "model": comparisons["model"], "effort": comparisons["effort"],
         "agent": comparisons["agent"], "mode": comparisons["mode"],
         "arms (a vs b)": comparisons["arm_a"] + " vs " + comparisons["arm_b"],
@@ -113,4 +121,4 @@ def comparisons_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
                                    zip(comparisons["mean_a"], comparisons["mean_b"])],
         "Wilcoxon p": [fmt_p(p) for p in comparisons["wilcoxon_p"]],
         "note": comparisons["note"],
-    })
+    }), comparisons)
