@@ -119,7 +119,28 @@ def test_expired_holds_release_units_and_refuse_late_settlement(inventory, seed)
         key, body = gen.key(), gen.reservation(skus, hold=hold)
         answer = shop.reserve(key, body, expect=(201,))
         (short if hold else long_).append((key, body, answer.json()["id"]))
-    shop.wait_past(max(shop.model.reservations[rid].expires_at for _, _, rid in short))
+        if hold is None:
+            document = answer.json()
+            created, expires = parse_time(document.get("created_at")), parse_time(document.get("expires_at"))
+            assert created is not None and expires is not None and round(expires - created, 3) == 900, \
+                f"default hold (no --hold-seconds): created_at {document.get('created_at')}, expires_at {document.get('expires_at')}"
+    # Settled at once, a short hold never expires (unless this machine was slower than the hold).
+    settled = {}
+    for action in ("confirm", "cancel"):
+        body = gen.reservation(skus, hold=1.5)
+        answer = shop.client.post("/reservations", body, gen.key())
+        rid = answer.json()["id"]
+        done = shop.client.post(f"/reservations/{rid}/{action}")
+        if done.status == 200:
+            settled[rid] = (body, done.json()["status"], parse_time(answer.json()["expires_at"]))
+    shop.wait_past(max([shop.model.reservations[rid].expires_at for _, _, rid in short] +
+                       [expires for _, _, expires in settled.values()]))
+    for rid, (body, status, _) in settled.items():
+        got = shop.client.get(f"/reservations/{rid}").json() or {}
+        assert got.get("status") == status, f"a reservation {status} before its hold ran out shows {got.get('status')!r}"
+        if status == "confirmed":
+            shop.model.created(rid, f"settled-{rid}", json.dumps(body))
+            shop.model.reservations[rid].status = "confirmed"
     shop.verify("after the short holds ran out")
     for key, body, rid in short:
         shop.settle(rid, gen.rng.choice(["confirm", "cancel"]))
@@ -164,7 +185,7 @@ def test_expiry_and_count_documents(inventory, seed):
     default = gen.rng.randint(100, 5000)
     shop = Shop(inventory, gen, flags=("--hold-seconds", default), hold=default).start()
     skus = shop.add_items(2, stock=30)
-    for hold in (None, 2.5, gen.rng.randint(60, 3000), 0.75):
+    for hold in (None, 2.5, gen.rng.randint(60, 3000), 0.75, 86400):
         body = gen.reservation(skus, hold=hold)
         answer = shop.client.post("/reservations", body, gen.key())
         document = answer.json() or {}
@@ -176,6 +197,8 @@ def test_expiry_and_count_documents(inventory, seed):
             f"hold {expected} s: created_at {document['created_at']}, expires_at {document['expires_at']}"
         again = shop.client.get(f"/reservations/{document['id']}").json() or {}
         assert (again.get("created_at"), again.get("expires_at")) == (document["created_at"], document["expires_at"])
+    fresh = shop.client.get(f"/items/{skus[1]}").json() or {}
+    assert fresh.get("count_seq") == 0, f"an item never counted: count_seq {fresh.get('count_seq')!r}, expected 0"
     sku = skus[0]
     key = gen.key("cnt")
     for body, word in (({"sku": sku, "seq": 4, "on_hand": 11}, "applied"), ({"sku": sku, "seq": 2, "on_hand": 3}, "stale")):
@@ -183,7 +206,14 @@ def test_expiry_and_count_documents(inventory, seed):
         assert answer.status == 200 and answer.json() == {"sku": sku, "seq": body["seq"], "status": word}, answer.describe()
     answer = shop.client.post("/stock-counts", {"sku": sku, "seq": 4, "on_hand": 11}, key)
     assert answer.status == 200 and answer.json() == {"sku": sku, "seq": 4, "status": "duplicate"}, answer.describe()
+    answer = shop.client.post("/stock-counts", {"sku": sku, "seq": 4, "on_hand": 12}, gen.key("cnt"))
+    assert answer.status == 200 and answer.json() == {"sku": sku, "seq": 4, "status": "stale"}, \
+        f"a new count with the seq of the newest applied one is stale: {answer.describe()}"
     item = shop.client.get(f"/items/{sku}").json() or {}
     assert (item.get("stock"), item.get("count_seq")) == (11, 4), f"after counts 4 (11 units) and 2: {item}"
+    answer = shop.client.post("/stock-counts", {"sku": skus[1], "seq": 1, "on_hand": 0}, gen.key("cnt"))
+    item = shop.client.get(f"/items/{skus[1]}").json() or {}
+    assert answer.status == 200 and (item.get("stock"), item.get("count_seq")) == (0, 1), \
+        f"count seq 1 with 0 units on hand: {answer.describe()}, then {item}"
     unknown = shop.client.post("/stock-counts", {"sku": "NO-SUCH-1", "seq": 1, "on_hand": 1}, gen.key("cnt"))
     assert unknown.status == 422 and unknown.json() == {"error": "unknown_item"}, unknown.describe()

@@ -19,9 +19,12 @@ def _battery(gen: Gen, skus: list[str], held: str, confirmed: str, expired: str,
     line = {"sku": skus[0], "qty": 1}
     good = lambda **extra: {"customer": c(), "lines": [dict(line)], **extra}  # noqa: E731
     k = gen.key
-    big = json.dumps({**good(), "note": "x" * (1024 * 1024)})
+    limit = 1024 * 1024
     return [
-        ("POST", "/reservations", big, k(), 413, "payload_too_large"),
+        ("POST", "/reservations", "x" * (limit + 1), k(), 413, "payload_too_large"),
+        ("POST", "/items", "{" * (limit + gen.rng.randint(2, 99)), None, 413, "payload_too_large"),
+        ("POST", "/reservations", "y" * limit, k(), 400, "malformed_json"),      # exactly 1 MiB: read
+        ("POST", "/reservations", {"customer": c(), "lines": [{"sku": skus[3], "qty": 1}]}, k(), 409, "insufficient_stock"),
         ("GET", f"/reservations/res-{gen.rng.randint(10**6, 10**7)}", None, None, 404, "not_found"),
         ("GET", f"/items/NOPE-{gen.rng.randint(100, 999)}", None, None, 404, "not_found"),
         ("GET", "/reservation", None, None, 404, "not_found"),
@@ -45,6 +48,7 @@ def _battery(gen: Gen, skus: list[str], held: str, confirmed: str, expired: str,
         ("POST", "/reservations", good(), "", 400, "missing_idempotency_key"),
         ("POST", "/reservations", "[not json", None, 400, "missing_idempotency_key"),
         ("POST", "/reservations", json.dumps(good())[:-1], k(), 400, "malformed_json"),
+        ("POST", "/reservations", b"\xff\xfe{" + json.dumps(good()).encode("utf-16-le")[2:] + b"}", k(), 400, "malformed_json"),
         ("POST", "/reservations", "\"a string\"", k(), 400, "malformed_json"),
         ("POST", "/reservations", {"customer": c()}, k(), 400, "missing_field"),
         ("POST", "/reservations", {"lines": [dict(line)]}, k(), 400, "missing_field"),
@@ -65,6 +69,7 @@ def _battery(gen: Gen, skus: list[str], held: str, confirmed: str, expired: str,
         ("POST", "/reservations", {"customer": c(), "lines": [{"sku": skus[0], "qty": 1.0}]}, k(), 400, "wrong_type"),
         ("POST", "/reservations", {"customer": c(), "lines": [dict(line), dict(line)]}, k(), 400, "wrong_type"),
         ("POST", "/reservations", good(hold_seconds=0), k(), 400, "wrong_type"),
+        ("POST", "/reservations", good(hold_seconds=-gen.rng.randint(1, 300)), k(), 400, "wrong_type"),
         ("POST", "/reservations", good(hold_seconds=86400.5), k(), 400, "wrong_type"),
         ("POST", "/reservations", good(hold_seconds="60"), k(), 400, "wrong_type"),
         ("POST", "/reservations", good(hold_seconds=True), k(), 400, "wrong_type"),
@@ -79,7 +84,7 @@ def _battery(gen: Gen, skus: list[str], held: str, confirmed: str, expired: str,
         ("POST", "/stock-counts", {"sku": skus[0], "on_hand": 1}, k("cnt"), 400, "missing_field"),
         ("POST", "/stock-counts", {"sku": skus[0], "seq": 0, "on_hand": 1}, k("cnt"), 400, "wrong_type"),
         ("POST", "/stock-counts", {"sku": skus[0], "seq": "9", "on_hand": 1}, k("cnt"), 400, "wrong_type"),
-        ("POST", "/stock-counts", {"sku": skus[0], "seq": 9, "on_hand": -4}, k("cnt"), 400, "wrong_type"),
+        ("POST", "/stock-counts", {"sku": skus[0], "seq": 9, "on_hand": -1}, k("cnt"), 400, "wrong_type"),
         ("POST", "/stock-counts", {"sku": skus[0], "seq": 9, "on_hand": False}, k("cnt"), 400, "wrong_type"),
         ("POST", "/stock-counts", {"sku": None, "seq": 9, "on_hand": 1}, k("cnt"), 400, "wrong_type"),
         ("POST", "/stock-counts", {**count_body, "on_hand": count_body["on_hand"] + 1}, count_key, 409, "idempotency_conflict"),
@@ -90,12 +95,12 @@ def _battery(gen: Gen, skus: list[str], held: str, confirmed: str, expired: str,
 def _setup(inventory, gen: Gen):
     """A shop with items, a held, a confirmed and an expired reservation, a used key and count."""
     shop = Shop(inventory, gen).start()
-    skus = shop.add_items(3, stock=20)
+    skus = shop.add_items(3, stock=20) + shop.add_items(1, stock=0)
     used_key, used_body = gen.key(), gen.reservation(skus[:1], qty=(1, 1), lines=1)
     held = shop.reserve(used_key, used_body).json()["id"]
-    confirmed = shop.reserve(gen.key(), gen.reservation(skus, qty=(1, 1))).json()["id"]
+    confirmed = shop.reserve(gen.key(), gen.reservation(skus[:3], qty=(1, 1))).json()["id"]
     shop.settle(confirmed, "confirm")
-    expired = shop.reserve(gen.key(), gen.reservation(skus, qty=(1, 1), hold=0.2)).json()["id"]
+    expired = shop.reserve(gen.key(), gen.reservation(skus[:3], qty=(1, 1), hold=0.2)).json()["id"]
     count_key, count_body = gen.key("cnt"), {"sku": skus[1], "seq": 3, "on_hand": 25}
     shop.count(count_key, count_body)
     shop.wait_past(shop.model.reservations[expired].expires_at)
@@ -139,7 +144,7 @@ def test_refused_requests_change_nothing(inventory, seed):
     assert after == before, (f"refused requests changed the journal: {len((before or {}).get('entries', []))} "
                              f"entries before, {len((after or {}).get('entries', []))} after")
     shop.verify("after the refused requests")
-    shop.reserve(gen.key(), gen.reservation(skus), expect=(201,))
+    shop.reserve(gen.key(), gen.reservation(skus[:3]), expect=(201,))
     shop.restart(kill=True)
     shop.verify("after a restart")
 
@@ -198,15 +203,18 @@ def test_a_key_reused_for_another_request_is_a_conflict(inventory, seed):
         shop.reserve(key, body, gen.variant(body), expect=(200,))
         count = {"sku": skus[0], "seq": shop.model.items[skus[0]]["count_seq"] + 1, "on_hand": 12}
         shop.count(key, count)                       # the same key, for a count: separate
-        shop.count(key, {**count, "on_hand": 13})    # 409
+        for other in ({**count, "on_hand": 13}, {**count, "seq": count["seq"] + 1}, {**count, "sku": skus[1]},
+                      {**count, "on_hand": 0}, {**count, "note": "recount"}):
+            shop.count(key, other)                   # 409
         shop.count(key, count, gen.variant(count))   # duplicate
     shop.verify()
 
 
 @pytest.mark.contract
 def test_bad_command_lines_exit_2(inventory, seed):
-    """``--state`` missing, an unknown option, a bad ``--port`` or ``--hold-seconds``, a missing or
-    malformed ``--replay`` file, a used state with ``--replay``: exit 2, one line on stderr."""
+    """``--state`` missing or a file, an unknown option, a bad ``--port`` or ``--hold-seconds``, a
+    missing or malformed ``--replay`` file, a used state with ``--replay``: exit 2, one line on
+    stderr; ``--hold-seconds 1`` and a replay into an empty directory start."""
     gen = Gen(seed, "negative-cli")
     used = inventory.path("used")
     shop = Shop(inventory, gen, state=used).start()
@@ -215,10 +223,20 @@ def test_bad_command_lines_exit_2(inventory, seed):
     shop.process.terminate()
     good = inventory.path("journal.json")
     good.write_text(json.dumps(journal), encoding="utf-8")
-    bad = inventory.path("bad.json")
-    bad.write_text(gen.rng.choice(["[1, 2]", "{\"entries\": 3}", "not json"]), encoding="utf-8")
+    bad = []
+    for i, text in enumerate(["[1, 2]", "{\"entries\": 3}", "not json", "{\"entries\": [{\"seq\": 1}]}",
+                              "{\"entries\": [7]}", "{\"entries\": [{\"seq\": 1, \"type\": \"cancel\", \"id\": []}]}"]):
+        bad.append(inventory.path(f"bad-{i}.json"))
+        bad[-1].write_text(text, encoding="utf-8")
+    a_file = inventory.path("a-file")
+    a_file.write_text("not a directory\n", encoding="utf-8")
     fresh = lambda name: str(inventory.path(name))  # noqa: E731
     lines = [
+        *[("--state", fresh(f"r{i}"), "--port", "0", "--replay", str(path)) for i, path in enumerate(bad)],
+        ("--state", str(a_file), "--port", "0"),
+        ("--state", fresh("h"), "--port", "-1"),
+        ("--state", fresh("i"), "--port", "65536"),
+        ("--state", fresh("j"), "--port", "0", "--hold-seconds", "-5"),
         ("--port", "0"),
         ("--state", fresh("a"), "--port", "0", "--colour"),
         ("--state", fresh("b"), "--port", str(gen.rng.randint(65536, 99999))),
@@ -226,7 +244,6 @@ def test_bad_command_lines_exit_2(inventory, seed):
         ("--state", fresh("d"), "--port", "0", "--hold-seconds", "0"),
         ("--state", fresh("e"), "--port", "0", "--hold-seconds", "1.5"),
         ("--state", fresh("f"), "--port", "0", "--replay", fresh("missing.json")),
-        ("--state", fresh("g"), "--port", "0", "--replay", str(bad)),
         ("--state", str(used), "--port", "0", "--replay", str(good)),
     ]
     runs = [inventory.spawn(*argv) for argv in lines]
@@ -237,3 +254,9 @@ def test_bad_command_lines_exit_2(inventory, seed):
         if code != 2 or len(err.splitlines()) != 1:
             wrong.append(f"{' '.join(argv)}: exit {code}, stderr {err[-200:]!r}")
     assert not wrong, "bad command lines must exit 2 with one line on stderr:\n" + "\n".join(wrong)
+    # The edges of the good ones still start: --hold-seconds 1, a replay into an empty directory.
+    empty = inventory.path("empty")
+    empty.mkdir()
+    for argv in (("--hold-seconds", "1"), ("--replay", str(good))):
+        state = empty if argv[0] == "--replay" else inventory.path("edge") / "not" / "yet"
+        inventory.start(state, *argv).terminate()

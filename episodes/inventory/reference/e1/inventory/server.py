@@ -54,7 +54,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
-        self.close_connection = True
 
     def _dispatch(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
@@ -106,6 +105,4 @@ class Handler(BaseHTTPRequestHandler):
 def make_server(store: Store, port: int) -> ThreadingHTTPServer:
     """A threaded HTTP server on 127.0.0.1:``port`` (0: any free port) serving ``store``."""
     handler = type("BoundHandler", (Handler,), {"store": store})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    return server
+    return ThreadingHTTPServer(("127.0.0.1", port), handler)

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             return _usage(f"--replay: {args.replay}: {error.__class__.__name__}")
     try:
         store = Store(state, args.hold_seconds, replay)
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError) as error:
         return _usage(f"--replay: {args.replay}: not a journal ({error.__class__.__name__})")
     except OSError as error:
         return _usage(f"--state: {state}: {error.strerror}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 from inventory import validate
 from inventory.store import Refusal, Store
@@ -58,10 +59,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
-        self.close_connection = True
 
     def _dispatch(self, method: str) -> None:
-        path = self.path.split("?", 1)[0]
+        path = urlsplit(self.path).path
         try:
             body = self._body()
             for pattern, methods in ROUTES:
@@ -77,20 +77,12 @@ class Handler(BaseHTTPRequestHandler):
             self._send(refusal.status, {"error": refusal.code})
 
     def _body(self) -> bytes:
-        """The request body; ``payload_too_large`` past :data:`MAX_BODY` bytes (read and
-        dropped, so that the answer reaches the client before the connection closes)."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if length > MAX_BODY:
-            while length > 0:
-                chunk = self.rfile.read(min(length, 65536))
-                if not chunk:
-                    break
-                length -= len(chunk)
+        """The request body; ``payload_too_large`` past :data:`MAX_BODY` bytes (read in full
+        first, so that the answer reaches the client before the connection closes)."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if len(body) > MAX_BODY:
             raise Refusal(413, "payload_too_large")
-        return self.rfile.read(length) if length > 0 else b""
+        return body
 
     def _key(self) -> str:
         key = self.headers.get("Idempotency-Key") or ""
@@ -130,6 +122,4 @@ class Handler(BaseHTTPRequestHandler):
 def make_server(store: Store, port: int) -> ThreadingHTTPServer:
     """A threaded HTTP server on 127.0.0.1:``port`` (0: any free port) serving ``store``."""
     handler = type("BoundHandler", (Handler,), {"store": store})
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-    server.daemon_threads = True
-    return server
+    return ThreadingHTTPServer(("127.0.0.1", port), handler)

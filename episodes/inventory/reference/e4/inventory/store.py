@@ -11,7 +11,7 @@ Entry types (``seq`` numbers entries from 1):
 - ``{"seq", "type": "reservation", "id", "key", "fingerprint", "customer", "lines",
   "created_at", "expires_at"}`` (times in milliseconds since the epoch)
 - ``{"seq", "type": "confirm" | "cancel", "id"}``
-- ``{"seq", "type": "count", "key", "fingerprint", "sku", "count_seq", "on_hand", "status"}``
+- ``{"seq", "type": "count", "key", "fingerprint", "sku", "count_seq", "on_hand", "applied"}``
 """
 
 from __future__ import annotations
@@ -85,22 +85,16 @@ class Store:
     # ------------------------------------------------------------------ journal
 
     def _load(self, path: Path) -> None:
+        """Apply every complete line; drop a torn last one (a write cut short by a kill)."""
         if not path.exists():
             return
         data = path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                break
-            self._apply(entry)
-            good += len(line)
-        if good < len(data):
+        *lines, torn = data.split(b"\n")
+        for line in lines:
+            self._apply(json.loads(line))
+        if torn:
             with open(path, "r+b") as handle:
-                handle.truncate(good)
+                handle.truncate(len(data) - len(torn))
 
     def _append(self, entry: dict) -> dict:
         entry = {"seq": len(self.entries) + 1, **entry}
@@ -111,30 +105,35 @@ class Store:
         return entry
 
     def _apply(self, entry: dict) -> None:
-        kind = entry["type"]
-        if kind == "item":
-            self.items[entry["sku"]] = {"sku": entry["sku"], "name": entry["name"],
-                                        "stock": entry["stock"], "count_seq": 0}
-        elif kind == "reservation":
-            self.reservations[entry["id"]] = {
-                "id": entry["id"], "status": "held", "customer": entry["customer"],
-                "lines": entry["lines"], "created_at": entry["created_at"],
-                "expires_at": entry["expires_at"],
-            }
-            self.keys[("reservation", entry["key"])] = {"fingerprint": entry["fingerprint"],
-                                                        "id": entry["id"]}
-        elif kind == "confirm":
-            self.reservations[entry["id"]]["status"] = "confirmed"
-        elif kind == "cancel":
-            self.reservations[entry["id"]]["status"] = "cancelled"
-        elif kind == "count":
-            if entry["status"] == "applied":
-                item = self.items[entry["sku"]]
-                item["stock"] = entry["on_hand"]
-                item["count_seq"] = entry["count_seq"]
-            self.keys[("count", entry["key"])] = {"fingerprint": entry["fingerprint"],
-                                                  "sku": entry["sku"], "seq": entry["count_seq"]}
+        APPLY[entry["type"]](self, entry)
         self.entries.append(entry)
+
+    def _apply_item(self, entry: dict) -> None:
+        self.items[entry["sku"]] = {"sku": entry["sku"], "name": entry["name"],
+                                    "stock": entry["stock"], "count_seq": 0}
+
+    def _apply_reservation(self, entry: dict) -> None:
+        self.reservations[entry["id"]] = {
+            "id": entry["id"], "status": "held", "customer": entry["customer"],
+            "lines": entry["lines"], "created_at": entry["created_at"],
+            "expires_at": entry["expires_at"],
+        }
+        self.keys[("reservation", entry["key"])] = {"fingerprint": entry["fingerprint"],
+                                                    "id": entry["id"]}
+
+    def _apply_confirm(self, entry: dict) -> None:
+        self.reservations[entry["id"]]["status"] = "confirmed"
+
+    def _apply_cancel(self, entry: dict) -> None:
+        self.reservations[entry["id"]]["status"] = "cancelled"
+
+    def _apply_count(self, entry: dict) -> None:
+        if entry["applied"]:
+            item = self.items[entry["sku"]]
+            item["stock"] = entry["on_hand"]
+            item["count_seq"] = entry["count_seq"]
+        self.keys[("count", entry["key"])] = {"fingerprint": entry["fingerprint"],
+                                              "sku": entry["sku"], "seq": entry["count_seq"]}
 
     def journal_document(self) -> dict:
         with self.lock:
@@ -214,7 +213,7 @@ class Store:
                     raise Refusal(409, "insufficient_stock")
             hold_ms = round(body["hold_seconds"] * 1000) if "hold_seconds" in body else self.hold_ms
             entry = self._append({
-                "type": "reservation", "id": f"res-{len(self.reservations) + 1}", "key": key,
+                "type": "reservation", "id": f"res-{len(self.reservations)}", "key": key,
                 "fingerprint": print_, "customer": mask_customer(body["customer"]), "lines": lines,
                 "created_at": now, "expires_at": now + hold_ms,
             })
@@ -227,7 +226,7 @@ class Store:
             reservation = self.reservations.get(reservation_id)
             if reservation is None:
                 raise Refusal(404, "not_found")
-            done = "confirmed" if action == "confirm" else "cancelled"
+            done = SETTLED[action]
             status = self._status(reservation, now)
             if status == "expired":
                 raise Refusal(409, "reservation_expired")
@@ -249,7 +248,14 @@ class Store:
             item = self.items.get(body["sku"])
             if item is None:
                 raise Refusal(422, "unknown_item")
-            status = "applied" if body["seq"] > item["count_seq"] else "stale"
+            applied = body["seq"] > item["count_seq"]
             self._append({"type": "count", "key": key, "fingerprint": print_, "sku": body["sku"],
-                          "count_seq": body["seq"], "on_hand": body["on_hand"], "status": status})
-            return {"sku": body["sku"], "seq": body["seq"], "status": status}
+                          "count_seq": body["seq"], "on_hand": body["on_hand"], "applied": applied})
+            return {"sku": body["sku"], "seq": body["seq"], "status": "applied" if applied else "stale"}
+
+
+#: How each journal entry type changes the state.
+APPLY = {"item": Store._apply_item, "reservation": Store._apply_reservation,
+         "confirm": Store._apply_confirm, "cancel": Store._apply_cancel, "count": Store._apply_count}
+#: The status a settlement action leads to.
+SETTLED = {"confirm": "confirmed", "cancel": "cancelled"}

@@ -30,7 +30,7 @@ def is_int(value) -> bool:
 
 
 def is_text(value) -> bool:
-    return isinstance(value, str) and value != ""
+    return isinstance(value, str) and bool(value)
 
 
 def _missing(document: dict, *names: str) -> None:
