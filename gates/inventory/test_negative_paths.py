@@ -257,6 +257,7 @@ def test_bad_command_lines_exit_2(inventory, seed):
     # The edges of the good ones still start: --hold-seconds 1, a replay into an empty directory.
     empty = inventory.path("empty")
     empty.mkdir()
+    empty.chmod(0o1777)  # made by the runner: open to the product's uid
     for argv in (("--hold-seconds", "1"), ("--replay", str(good))):
         state = empty if argv[0] == "--replay" else inventory.path("edge") / "not" / "yet"
         inventory.start(state, *argv).terminate()
