@@ -47,7 +47,8 @@ def _documents(shop: Shop, skus, rids) -> dict:
 @pytest.mark.genuine
 def test_replayed_journal_rebuilds_the_same_state(inventory, seed):
     """A journal of items, reservations, retries, confirms and cancels, exported after a kill,
-    replayed into an empty state: every document and the journal itself are the same."""
+    replayed into an empty state: every document and the journal itself are the same, also
+    after the replica is killed and restarted."""
     gen = Gen(seed, "replay-rebuild")
     shop = Shop(inventory, gen).start()
     skus = shop.add_items(4)
@@ -62,6 +63,12 @@ def test_replayed_journal_rebuilds_the_same_state(inventory, seed):
     for path, document in mine.items():
         assert theirs[path] == document, f"GET {path}: {document} on the original, {theirs[path]} on the replica"
     assert _journal(replica) == journal, "the replica's journal differs from the journal it was replayed from"
+    replica.restart(kill=True)  # the replayed state is the replica's own durable state
+    again = _documents(replica, shop.model.items, shop.model.reservations)
+    for path, document in mine.items():
+        assert again[path] == document, \
+            f"GET {path}: {document} on the original, {again[path]} on the replica after kill -9 and restart"
+    assert _journal(replica) == journal, "the replica's journal changed across kill -9 and restart"
 
 
 @pytest.mark.genuine
