@@ -4,7 +4,7 @@ PYTHON ?= python3
 RUN_CONFIG ?= experiment.toml
 RESULTS ?= results
 
-.PHONY: help setup docker-engine tmux install stryker images validate mutate mutate-relay test marathon clean-containers
+.PHONY: help setup docker-engine tmux install stryker images validate mutate mutate-relay mutate-inventory test marathon clean-containers
 
 help:
 	@echo "make marathon   install what is missing, build images, run the main job, write its report, print its path"
@@ -13,6 +13,7 @@ help:
 	@echo "make validate   check the ledger marathon on seeds 0,1,2 (references pass, starter and mutants fail)"
 	@echo "make mutate     mutation-test the ledger gates (all cosmic-ray mutants, 3 seeds; long) into $(MUTATE_OUT)"
 	@echo "make mutate-relay  mutation-test the relay gates (a StrykerJS sample, 3 seeds; long) into results/mutate-relay"
+	@echo "make mutate-inventory  mutation-test the inventory gates (all cosmic-ray mutants, 3 seeds; long) into results/mutate-inventory"
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
@@ -69,6 +70,11 @@ mutate: images
 # figures docs/gates-quality.md reports (resumable, like `make mutate`).
 mutate-relay: images
 	marathon mutate relay --sample 320 --seed 0 --out $(RESULTS)/mutate-relay
+
+# The inventory gates against every cosmic-ray mutant of inventory's final reference (298
+# candidates once filtered and the reviewed equivalents are out), on seeds 0, 1, 2.
+mutate-inventory: images
+	marathon mutate inventory --out $(RESULTS)/mutate-inventory
 
 test:
 	$(PYTHON) -m pytest
