@@ -240,6 +240,9 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
 @click.option("--time-limit", "time_limit_s", type=float, help="Per-attempt agent time limit, seconds.  [default: 1800]")
 @click.option("--run-id", help="Run id (default: start time and random digits).")
 @click.option("--episodes", type=int, help="Play only the first N episodes (>= 1).  [default: all]")
+@click.option("--ray", help="Run the trials on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, "
+                           "auto), or on a throwaway local one of N worker nodes (local:N); needs "
+                           "the ray extra (docs/scaling.md).", metavar="ADDRESS")
 @click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
 def run(config_file, resume_dir, no_progress, **flags) -> None:
     """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
@@ -253,12 +256,16 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
     from benchmark.experiment import load_config
 
     if resume_dir is not None:
-        extra = [k for k, v in flags.items() if v not in (None, ()) and k != "jobs"]
+        extra = [k for k, v in flags.items() if v not in (None, ()) and k not in ("jobs", "ray")]
         if config_file is not None or extra:
             given = ["-c"] if config_file else []
             given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
-            raise MarathonError(f"--resume: takes no other run options but --jobs (got {', '.join(given)})")
-        outcome = resume_run(resume_dir, jobs=flags["jobs"], display=not no_progress, console=console)
+            raise MarathonError(f"--resume: takes no other run options but --jobs and --ray (got {', '.join(given)})")
+        if flags["ray"] is not None:
+            from benchmark.experiment import cluster_config
+            cluster_config(flags["ray"])
+        outcome = resume_run(resume_dir, jobs=flags["jobs"], ray=flags["ray"],
+                             display=not no_progress, console=console)
     else:
         config = load_config(config_file, flags)
         outcome = start_run(config, display=not no_progress, console=console)

@@ -1,0 +1,115 @@
+"""Trials on Ray (benchmark.cluster) with real Ray nodes as separate processes on this machine and
+real containers: the same tables as a local run, a worker node killed mid-run, a resume on Ray."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from benchmark.cluster import LocalCluster
+from benchmark.driver import resume_run, start_run
+from benchmark.experiment import load_config
+from benchmark.manifest import read_manifest
+from conftest import ROOT, TINY, unique_run_id
+
+pytestmark = pytest.mark.docker
+
+KEYS = {
+    "episodes": ["trial_id", "episode"],
+    "attempts": ["trial_id", "episode", "attempt"],
+    "checks": ["trial_id", "episode", "attempt", "gate", "check"],
+}
+
+
+def _keys(run: Path, table: str) -> pd.DataFrame:
+    df = pd.read_parquet(run / f"{table}.parquet")
+    cols = KEYS[table] + (["outcome"] if table == "checks" else ["score"])
+    return df[cols].sort_values(KEYS[table]).reset_index(drop=True)
+
+
+def _ray_processes() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "ray start .*--block"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from benchmark.cli import main; main()", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ledger_smoke_on_local_ray_matches_a_local_run(tmp_path: Path, images):
+    """The issue's smoke run with --ray local:2 beside the same run in local threads."""
+    before = _ray_processes()
+    common = ["run", "-c", "experiment-smoke.toml", "--arm", "prompt-only", "--arm", "feedback-retry",
+              "--replicates", "1", "--episodes", "2", "--out", str(tmp_path), "--no-progress"]
+    on_ray = _cli(*common, "--run-id", "ray", "--ray", "local:2")
+    local = _cli(*common, "--run-id", "local")
+    out, err = on_ray.communicate(timeout=600)
+    assert on_ray.returncode == 0, err
+    assert local.wait(timeout=600) == 0, local.stderr.read()
+    assert "starting a local Ray cluster of 2 worker node(s)" in err
+    assert " on 192." in err or " on 127." in err or " on " in err.split("score")[1]  # the node
+    run = tmp_path / "ray"
+    eps = pd.read_parquet(run / "episodes.parquet")
+    assert len(eps) == 4 * 2
+    assert (eps[eps.agent == "oracle"].score == 1.0).all() and (eps[eps.agent == "nop"].score == 0.0).all()
+    for table in KEYS:
+        got, want = _keys(run, table), _keys(tmp_path / "local", table)
+        assert not got.duplicated(KEYS[table]).any()
+        pd.testing.assert_frame_equal(got, want)
+    files = lambda r: sorted(p.relative_to(r).as_posix() for p in r.rglob("*")  # noqa: E731
+                             if p.is_file() and p.parts[len(r.parts)] in ("artifacts", "workspaces"))
+    assert files(run) == files(tmp_path / "local")  # artifacts and workspace archives came back
+    assert read_manifest(run).config.cluster.ray == "local:2"
+    assert _ray_processes() == before  # the throwaway cluster's nodes are gone
+
+
+def test_a_node_killed_mid_run_loses_and_duplicates_no_row_and_the_run_resumes(tmp_path: Path, images):
+    name = unique_run_id("ray-fault")
+    run = tmp_path / name
+    text = io.StringIO()
+    with LocalCluster(2) as cluster:  # an existing cluster, at its address
+        ray_config = load_config(None, {"marathon": str(TINY), "arms": ("prompt-only", "feedback-retry"),
+                                        "agents": ("oracle", "nop"), "out": tmp_path, "run_id": name,
+                                        "ray": cluster.address})
+        outcome = []
+        runner = threading.Thread(target=lambda: outcome.append(
+            start_run(ray_config, display=False, console=Console(file=text, width=200))))
+        runner.start()
+        deadline = time.monotonic() + 300
+        while not list(run.glob("parts/episodes/*.parquet")):  # both nodes are mid-trial now
+            assert runner.is_alive() and time.monotonic() < deadline, text.getvalue()
+            time.sleep(0.05)
+        cluster.kill_worker(0)
+        runner.join(timeout=400)
+        assert outcome and outcome[0].status == "complete", text.getvalue()
+        assert "node lost" in text.getvalue()  # a trial did lose its node and restarted
+        eps = pd.read_parquet(run / "episodes.parquet")
+        assert len(eps) == 8 and not eps.duplicated(KEYS["episodes"]).any()
+        assert (eps[eps.agent == "oracle"].score == 1.0).all() and (eps[eps.agent == "nop"].score == 0.0).all()
+        retry_nop = eps[(eps.agent == "nop") & (eps.arm == "feedback-retry")]
+        assert (retry_nop.attempts == 3).all()
+        for table in KEYS:
+            assert not _keys(run, table).duplicated(KEYS[table]).any()
+        attempts = pd.read_parquet(run / "attempts.parquet")
+        assert len(attempts) == eps.attempts.sum()
+        full = {t: _keys(run, t) for t in KEYS}
+
+        # Resume on Ray: the last episode of one trial is unfinished (its parts never written);
+        # it is played again on the surviving node from the archived workspace of e1.
+        trial = "feedback-retry.oracle.none.none.r1"
+        for part in run.glob(f"parts/*/{trial}.e2.parquet"):
+            part.unlink()
+        again = resume_run(run, ray=cluster.address, display=False, console=Console(file=text, width=200))
+        assert again.status == "complete", text.getvalue()
+        for table in KEYS:
+            pd.testing.assert_frame_equal(_keys(run, table), full[table])
+        assert [s.resume for s in read_manifest(run).sessions] == [False, True]
