@@ -55,6 +55,8 @@ from benchmark.errors import MarathonError
 LOCAL_OBJECT_STORE = 200 * 2**20
 #: How often a trial may lose its node before it fails.
 MAX_NODE_LOSSES = 3
+#: How often a local worker node is started before giving up.
+NODE_START_TRIES = 3
 #: Run-directory file the metering proxy appends to (:data:`benchmark.model_access.USAGE_LOG`).
 _USAGE_LOG = "proxy-usage.jsonl"
 
@@ -104,7 +106,7 @@ class LocalCluster:
             return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self._env(),
                                     start_new_session=True)
 
-    def start(self, timeout_s: float = 90.0) -> "LocalCluster":
+    def start(self, timeout_s: float = 120.0) -> "LocalCluster":
         """Start the head and the worker nodes; return when every worker offers its ``docker``
         units.
 
@@ -112,24 +114,49 @@ class LocalCluster:
             MarathonError: a node did not come up within ``timeout_s`` (its log is named).
         """
         self._tmp = Path(tempfile.mkdtemp(prefix="mray-", dir="/tmp"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = _free_port()
         self.address = f"127.0.0.1:{port}"
         try:
             self.head = self._spawn(["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false",
                                      f"--temp-dir={self._tmp}"], self._tmp / "head.log")
-            self._wait_for(lambda: _port_open(port), timeout_s, self._tmp / "head.log")
-            for i in range(self.n_workers):  # one at a time: concurrent starts can hang
-                log = self._tmp / f"worker{i}.log"
-                self.workers.append(self._spawn(
-                    [f"--address={self.address}", "--num-cpus=1",
-                     f'--resources={{"docker": {self.docker_units}}}'], log))
-                self._wait_for(lambda: b"Ray runtime started" in log.read_bytes(), timeout_s, log)
+            head_log = self._tmp / "head.log"
+            self._wait_for(lambda: b"Ray runtime started" in head_log.read_bytes(), timeout_s, head_log)
+            self.workers = [self._spawn_worker(i, 0) for i in range(self.n_workers)]
+            for i in range(self.n_workers):
+                for attempt in range(1, NODE_START_TRIES + 1):
+                    log = self._tmp / f"worker{i}.{attempt - 1}.log"
+                    proc = self.workers[i]
+                    try:
+                        self._wait_for(lambda: b"Ray runtime started" in log.read_bytes()
+                                       or proc.poll() is not None, timeout_s, log)
+                    except MarathonError:
+                        if attempt == NODE_START_TRIES:
+                            raise
+                    if proc.poll() is None and b"Ray runtime started" in log.read_bytes():
+                        break
+                    # On a loaded host a raylet may miss Ray's fixed 30 s registration window:
+                    # that node gave up; start it again.
+                    _killpg(proc, signal.SIGKILL)
+                    proc.wait()
+                    if attempt == NODE_START_TRIES:
+                        self._wait_for(lambda: False, 0, log)  # raises, naming the log
+                    self.workers[i] = self._spawn_worker(i, attempt)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn_worker(self, index: int, attempt: int) -> subprocess.Popen:
+        # Ports of their own: nodes started at once on one host otherwise can pick the same
+        # ones and hang; workers bind random ports (0).
+        ports = [_free_port() for _ in range(6)]
+        return self._spawn(
+            [f"--address={self.address}", "--num-cpus=1",
+             f'--resources={{"docker": {self.docker_units}}}',
+             f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
+             f"--metrics-export-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
+             f"--dashboard-agent-listen-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}",
+             "--min-worker-port=0", "--max-worker-port=0"], self._tmp / f"worker{index}.{attempt}.log")
 
     def _wait_for(self, ready: Callable[[], bool], timeout_s: float, log: Path) -> None:
         deadline = time.monotonic() + timeout_s
@@ -148,7 +175,7 @@ class LocalCluster:
         """
         want = self.n_workers * self.docker_units
         self._wait_for(lambda: ray.cluster_resources().get("docker", 0) >= want, timeout_s,
-                       self._tmp / "worker0.log")
+                       self._tmp / "worker0.0.log")
 
     def kill_worker(self, index: int) -> None:
         """SIGKILL every process of worker node ``index`` (raylet, workers, agents): a node
@@ -157,11 +184,11 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop the workers, then the head (SIGTERM to each node's process group, SIGKILL what
-        is left after 8 s); remove the cluster's temp directory. Idempotent."""
+        is left after 3 s); remove the cluster's temp directory. Idempotent."""
         procs = [p for p in [*self.workers, self.head] if p is not None]
         for p in procs:
             _killpg(p, signal.SIGTERM)
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 3  # the nodes drain for up to 30 s: nothing to wait for
         for p in procs:
             try:
                 p.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -182,10 +209,10 @@ class LocalCluster:
         self.stop()
 
 
-def _port_open(port: int) -> bool:
+def _free_port() -> int:
     with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        s.bind(("", 0))
+        return s.getsockname()[1]
 
 
 def _killpg(proc: subprocess.Popen, sig: int) -> None:
