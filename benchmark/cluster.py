@@ -30,6 +30,7 @@ lost or duplicated.
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import os
@@ -79,8 +80,11 @@ class LocalCluster:
     :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, workers: int, docker_units: int = 1):
+    def __init__(self, workers: int, docker_units: int = 1, python_path: list[Path] = ()):
         self.n_workers = workers
+        self.python_path = [_package_root(), *python_path]
+        """What the nodes' ``PYTHONPATH`` starts with: the ``benchmark`` package's root and the
+        directories of modules that register the run's agents."""
         self.docker_units = docker_units
         self.head: subprocess.Popen | None = None
         """The head node's ``ray start`` process (its PID is its process group)."""
@@ -92,7 +96,7 @@ class LocalCluster:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_package_root()), env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (*map(str, self.python_path), env.get("PYTHONPATH")) if p)
         env.update(RAY_USAGE_STATS_ENABLED="0", RAY_health_check_period_ms="1000",
                    RAY_health_check_timeout_ms="1000", RAY_health_check_failure_threshold="3",
                    RAY_memory_monitor_refresh_ms="0", RAY_worker_niceness="0")
@@ -372,7 +376,7 @@ def _not_niced() -> None:
 
 @ray.remote(num_cpus=0, max_retries=0)
 def trial_task(plan, content_hash: str, bundle_ref: list, keys, start_index: int,
-               seed: dict[str, bytes]):
+               seed: dict[str, bytes], agent_modules: list[str] = ()):
     """Play one trial from ``start_index`` on this node (a Ray generator task).
 
     Args:
@@ -382,6 +386,8 @@ def trial_task(plan, content_hash: str, bundle_ref: list, keys, start_index: int
         keys: the trial.
         start_index: first episode to play (0-based).
         seed: run-directory files the trial resumes from (relative path -> bytes).
+        agent_modules: modules to import first: they register the run's agents that are not
+            the package's own (e.g. a plug-in's), and must be importable on the node.
 
     Yields:
         ``("node", name)``, ``("progress", changes)``, ``("episode", {"records", "files",
@@ -397,6 +403,8 @@ def trial_task(plan, content_hash: str, bundle_ref: list, keys, start_index: int
 
     yield ("node", node_name())
     _not_niced()
+    for module in agent_modules:
+        importlib.import_module(module)
     events: queue.Queue = queue.Queue()
     events.put(("progress", {"phase": "images"}))
     ensure_images(plan)
@@ -487,6 +495,7 @@ class RayBackend:
         self._inflight: dict[str, object] = {}
         self._lock = threading.Lock()
         self._connected = False
+        self._agent_modules: list[str] = []
 
     def open(self, plan, console) -> None:
         """Start the local cluster (``local:N``) or connect to the one at the address, with the
@@ -499,6 +508,10 @@ class RayBackend:
         from benchmark.agents import get_agent
         from benchmark.model_access import trial_route
 
+        agents = [get_agent(n) for n in plan.config.agents]
+        self._agent_modules = sorted({type(a).__module__ for a in agents
+                                      if not type(a).__module__.startswith("benchmark.")})
+        paths = sorted({Path(sys.modules[m].__file__).resolve().parent for m in self._agent_modules})
         env: dict[str, str] = {}
         for t in plan.trials:
             agent = get_agent(t.agent)
@@ -511,7 +524,7 @@ class RayBackend:
             if address.startswith("local:"):
                 n = int(address.split(":", 1)[1])
                 console.print(f"[dim]starting a local Ray cluster of {n} worker node(s)[/]")
-                self.cluster = LocalCluster(n).start()
+                self.cluster = LocalCluster(n, python_path=paths).start()
                 address = self.cluster.address
             try:
                 ray.init(address=address, runtime_env={"env_vars": env} if env else None,
@@ -564,7 +577,7 @@ class RayBackend:
                 raise Interrupted()
             gen = trial_task.options(resources={"docker": 1}, name=f"trial {keys.trial_id}").remote(
                 self._plan_ref(plan), self._content_hash, [self._bundle], keys, index,
-                _seed_files(plan, run_dir, keys.trial_id, index))
+                _seed_files(plan, run_dir, keys.trial_id, index), self._agent_modules)
             with self._lock:
                 self._inflight[keys.trial_id] = gen
             progress.update(keys.trial_id, phase="queued on cluster", node="")

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+import agents_for_tests  # noqa: F401  (registers the test-chat agent)
 from benchmark.cluster import LocalCluster
 from benchmark.driver import resume_run, start_run
 from benchmark.experiment import load_config
@@ -49,7 +50,7 @@ def _cli(*args: str) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def cluster():
     """A local cluster of two worker nodes (one docker unit each), used at its address."""
-    with LocalCluster(2) as c:
+    with LocalCluster(2, python_path=[Path(__file__).parent]) as c:  # test agents importable
         yield c
 
 
@@ -91,6 +92,34 @@ def test_ledger_smoke_on_ray(tmp_path: Path, images, cluster):
     eps = pd.read_parquet(outcome.run_dir / "episodes.parquet")
     assert len(eps) == 2 * 2 and not eps.duplicated(KEYS["episodes"]).any()
     assert (eps[eps.agent == "oracle"].score == 1.0).all() and (eps[eps.agent == "nop"].score == 0.0).all()
+
+
+def test_a_model_agent_on_ray_is_metered_by_its_nodes_proxy_like_a_local_run(tmp_path: Path, images,
+                                                                              cluster):
+    """A Chat Completions agent against scripted/oracle (a simulation) through its node's own
+    proxy: the usage rows and the proxy's usage log equal those of a local run."""
+    from benchmark.model_access import USAGE_LOG
+    from benchmark.proxy import load_usage
+
+    flags = {"marathon": str(TINY), "arms": ("prompt-only",), "agents": ("test-chat",),
+             "models": ("scripted/oracle",), "out": tmp_path}
+    quiet = Console(file=io.StringIO())
+    local = start_run(load_config(None, {**flags, "run_id": unique_run_id("chat-local")}),
+                      display=False, console=quiet)
+    on_ray = start_run(load_config(None, {**flags, "run_id": unique_run_id("chat-ray"), "ray": cluster.address}),
+                       display=False, console=quiet)
+    assert local.status == on_ray.status == "complete", on_ray.failures
+    cols = ["trial_id", "episode", "attempt", "call", "source", "method", "path", "http_status",
+            "api_model", "input_tokens", "output_tokens", "cost_usd", "refused"]
+    usage = [pd.read_parquet(o.run_dir / "usage.parquet")[cols].sort_values(cols[:4]).reset_index(drop=True)
+             for o in (local, on_ray)]
+    assert len(usage[1][usage[1].source == "proxy"]) == 4
+    pd.testing.assert_frame_equal(usage[1], usage[0])
+    attempts = pd.read_parquet(on_ray.run_dir / "attempts.parquet")
+    assert set(attempts.reconciliation) == {"match"}
+    logged = [[(r.trial_id, r.episode, r.attempt, r.protocol, r.request_model) for r in load_usage(o.run_dir / USAGE_LOG)]
+              for o in (local, on_ray)]
+    assert logged[1] == logged[0] and len(logged[1]) == 4
 
 
 def test_a_node_killed_mid_run_loses_and_duplicates_no_row_and_the_run_resumes(tmp_path: Path, images,
