@@ -164,3 +164,18 @@ def test_a_node_killed_mid_run_loses_and_duplicates_no_row_and_the_run_resumes(t
     for table in KEYS:
         pd.testing.assert_frame_equal(_keys(run, table), full[table])
     assert [s.resume for s in read_manifest(run).sessions] == [False, True]
+
+
+def test_without_ray_nothing_imports_ray_and_a_bad_address_is_one_line(tmp_path: Path):
+    code = ("import sys; from benchmark.cli import main; from benchmark.driver import make_backend; "
+            "from benchmark.experiment import load_config; "
+            "b = make_backend(load_config(None, {'marathon': 'ledger', 'arms': ('prompt-only',), "
+            "'agents': ('oracle',)})); print(type(b).__name__, 'ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split() == ["ThreadBackend", "False"], out.stderr
+    bad = subprocess.run([sys.executable, "-c", "from benchmark.cli import main; main()", "run",
+                          "--marathon", str(TINY), "--arm", "prompt-only", "--agent", "oracle",
+                          "--out", str(tmp_path), "--ray", "local:0"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "marathon: error: --ray: 'local:0': local:N takes 1 to 99 worker nodes"]
+    assert list(tmp_path.iterdir()) == []
