@@ -4,12 +4,12 @@ PYTHON ?= python3
 RUN_CONFIG ?= experiment.toml
 RESULTS ?= results
 
-.PHONY: help setup docker-engine install stryker images validate mutate mutate-relay test marathon clean-containers
+.PHONY: help setup docker-engine tmux install stryker images validate mutate mutate-relay test marathon clean-containers
 
 help:
 	@echo "make marathon   install what is missing, build images, run the main job, write its report, print its path"
 	@echo "make test       run the test suite (needs Docker; installs nothing)"
-	@echo "make setup      install the Python package, StrykerJS (tools/stryker) and, on Debian, a Docker engine and debootstrap"
+	@echo "make setup      install the Python package, StrykerJS (tools/stryker) and, on Debian, a Docker engine, debootstrap and tmux"
 	@echo "make validate   check the ledger marathon on seeds 0,1,2 (references pass, starter and mutants fail)"
 	@echo "make mutate     mutation-test the ledger gates (all cosmic-ray mutants, 3 seeds; long) into $(MUTATE_OUT)"
 	@echo "make mutate-relay  mutation-test the relay gates (a StrykerJS sample, 3 seeds; long) into results/mutate-relay"
@@ -42,7 +42,15 @@ docker-engine:
 	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
 	  docker info >/dev/null 2>&1 || { echo "dockerd did not start: see /tmp/marathon-dockerd.log" >&2; exit 2; }; fi
 
-setup: install stryker docker-engine
+# tmux: the human-operator arm's test drives an operator's terminal through it (Debian: apt).
+tmux:
+	@if command -v tmux >/dev/null; then exit 0; fi; \
+	if [ ! -f /etc/debian_version ]; then \
+	  echo "make setup: tmux not found and this is not a Debian host: install tmux yourself" >&2; exit 2; fi; \
+	echo "installing tmux"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
+
+setup: install stryker docker-engine tmux
 
 images: setup
 	marathon images build

@@ -15,6 +15,7 @@ No error prints a traceback: a failed trial's traceback goes to the run's ``erro
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -125,30 +126,66 @@ class OneLineCommand(click.Command):
               help="Scorings run concurrently.")
 @click.option("--no-progress", is_flag=True, help="No progress bar; a line every 10% of the scorings.")
 def validate(marathon_name: str, seeds_text: str, jobs: int, no_progress: bool) -> None:
-    """Check MARATHON (a name under episodes/ or a path) on every seed: references pass, the
-    starter fails every gate, every mutant fails its gate (on every seed: one caught on some
-    seeds only is a finding), scoring is deterministic. Exits 1 if any finding fails."""
+    """Check MARATHON (a name under episodes/ or a path). First, from its files alone, what is
+    left to write: placeholders (a `marathon new` skeleton's), >= 3 tagged checks and >= 2
+    hand-written mutants per gate, DESIGN.md's traps and traceability tables; a marathon with
+    placeholders is not scored. Then, on every seed: references pass, the starter fails every
+    gate, every mutant fails its gate (on every seed: one caught on some seeds only is a
+    finding), scoring is deterministic. Exits 1 if any finding fails."""
     from benchmark.images import build_images
     from benchmark.marathon import load_marathon
     from benchmark.progress import CountProgress
     from benchmark.validate import Finding, parse_seeds, scoring_count, validate as run_validate
 
+    from benchmark.structure import structure
+
     seeds = parse_seeds(seeds_text)
     m = load_marathon(marathon_name)
+
+    def line(f: Finding) -> str:
+        mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
+        return f"{mark} {escape(f.item)}  [dim]{escape(f.detail)}[/]"
+
+    shape = structure(m)  # before any image is built: a skeleton needs no Docker
+    if not shape.scorable:
+        for f in shape.findings:
+            console.print(line(f))
+        bad = [f for f in shape.findings if not f.ok]
+        console.print(f"{m.name}: {len(shape.findings) - len(bad)}/{len(shape.findings)} findings ok; "
+                      f"not scored: {', '.join(shape.placeholders)} "
+                      f"{'is' if len(shape.placeholders) == 1 else 'are'} still placeholders "
+                      "(docs/authoring.md)")
+        sys.exit(1)
     image = build_images(agent=False, log=lambda line: console.print(f"[dim]{line}[/]"),
                          runtime=m.runtime).scorer
 
     with CountProgress("scorings", scoring_count(m, seeds), console, live=not no_progress) as bar:
-        def show(f: Finding) -> None:
-            mark = "[green]ok[/]  " if f.ok else "[red]FAIL[/]"
-            bar.note(f"{mark} {escape(f.item)}  [dim]{escape(f.detail)}[/]")
-
-        findings = run_validate(m, image=image, seeds=seeds, jobs=jobs, progress=show,
-                                scored=bar.advance)
+        findings = run_validate(m, image=image, seeds=seeds, jobs=jobs,
+                                progress=lambda f: bar.note(line(f)), scored=bar.advance)
     bad = [f for f in findings if not f.ok]
     console.print(f"{m.name}: {len(findings) - len(bad)}/{len(findings)} findings ok "
                   f"(seeds {', '.join(map(str, seeds))})")
     sys.exit(1 if bad else 0)
+
+
+@main.command("new", cls=OneLineCommand)
+@click.argument("name")
+@click.option("--language", type=click.Choice(["python", "typescript"]), default="python",
+              show_default=True, help="Language of the product (typescript: Node.js, declared in [runtime]).")
+def new(name: str, language: str) -> None:
+    """Write the skeleton of a new marathon NAME: episodes/NAME/ (marathon.toml, DESIGN.md, a
+    starter, brief e1, a placeholder reference e1, equivalent-mutants.toml) and gates/NAME/
+    (conftest.py with the seed, seeded-input and product helpers, an independent model, a gate
+    module with one example check, mutants/). `marathon validate NAME` then lists what is left
+    to write; docs/authoring.md walks through it. Prints the files written."""
+    from benchmark.authoring import new_marathon
+    from benchmark.paths import PROJECT_ROOT
+
+    skeleton = new_marathon(name, language, root=PROJECT_ROOT)
+    for rel in skeleton.files:
+        click.echo(str(rel))
+    console.print(f"{name}: skeleton written to {skeleton.episodes} and {skeleton.gates}; "
+                  f"`marathon validate {name}` lists what is left to write (docs/authoring.md)")
 
 
 @main.command(cls=OneLineCommand)
@@ -228,7 +265,11 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
               help="Experiment TOML file; flags override its values.")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path),
               help="Finish the interrupted run in this run directory (takes only --jobs besides).")
-@click.option("--marathon", help="Marathon name (under episodes/) or path.")
+@click.option("--marathon", "marathons", multiple=True,
+              help="Marathon name (under episodes/) or path (repeatable: a suite run).")
+@click.option("--mode", type=click.Choice(["cumulative", "isolated", "both"]),
+              help="Episodes start from the agent's workspace (cumulative), from the previous "
+                   "episode's reference (isolated), or both.  [default: cumulative]")
 @click.option("--arm", "arms", multiple=True, help="Arm preset name or TOML path (repeatable).")
 @click.option("--agent", "agents", multiple=True, help="Agent name, e.g. oracle, nop (repeatable).")
 @click.option("--model", "models", multiple=True, help="Model, for agents that use one (repeatable).")
@@ -240,25 +281,37 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
 @click.option("--time-limit", "time_limit_s", type=float, help="Per-attempt agent time limit, seconds.  [default: 1800]")
 @click.option("--run-id", help="Run id (default: start time and random digits).")
 @click.option("--episodes", type=int, help="Play only the first N episodes (>= 1).  [default: all]")
+@click.option("--protocol", "protocol_file", type=click.Path(path_type=Path),
+              help="Run exactly the plan of this protocol (protocols/NAME.toml); takes only "
+                   "--jobs, --out, --run-id, --ray besides.")
 @click.option("--ray", help="Run the trials on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, "
                            "auto), or on a throwaway local one of N worker nodes (local:N); needs "
                            "the ray extra (docs/scaling.md).", metavar="ADDRESS")
 @click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
-def run(config_file, resume_dir, no_progress, **flags) -> None:
-    """Run a marathon: every arm x agent x model x effort x replicate is a trial in its own
-    container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
+@click.option("--operator", metavar="ID", help="The operator's id on the human-operator arm (recorded as a "
+              "pseudonym, a hash; default: $MARATHON_OPERATOR, else the login name).")
+def run(config_file, resume_dir, protocol_file, no_progress, operator, **flags) -> None:
+    """Run marathons: every marathon x mode x arm x agent x model x effort x replicate is a
+    trial in its own container. Results go to OUT/RUN_ID/ (Parquet tables, manifest, artifacts).
 
     Exit status: 0 complete; 1 some trial failed (see errors.log) or a storage fault stopped
     the run (disk full, read-only): resumable with --resume; 2 bad input; 130 interrupted
     (resumable with --resume).
     """
+    from benchmark.controllers.human import OPERATOR_ENV
     from benchmark.driver import resume_run, start_run
     from benchmark.experiment import load_config
 
+    if operator is not None:
+        if not operator.strip():
+            raise MarathonError("--operator: give a non-empty id")
+        os.environ[OPERATOR_ENV] = operator.strip()
+
     if resume_dir is not None:
         extra = [k for k, v in flags.items() if v not in (None, ()) and k not in ("jobs", "ray")]
-        if config_file is not None or extra:
+        if config_file is not None or extra or protocol_file is not None:
             given = ["-c"] if config_file else []
+            given += ["--protocol"] if protocol_file is not None else []
             given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
             raise MarathonError(f"--resume: takes no other run options but --jobs and --ray (got {', '.join(given)})")
         if flags["ray"] is not None:
@@ -266,6 +319,26 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
             cluster_config(flags["ray"])
         outcome = resume_run(resume_dir, jobs=flags["jobs"], ray=flags["ray"],
                              display=not no_progress, console=console)
+    elif protocol_file is not None:
+        from benchmark.experiment import cluster_config
+        from benchmark.manifest import ProtocolRef
+        from benchmark.protocol import load_protocol, protocol_hash, run_config
+
+        extra = [k for k, v in flags.items()
+                 if v not in (None, ()) and k not in ("jobs", "out", "run_id", "ray")]
+        if config_file is not None or extra:
+            given = ["-c"] if config_file else []
+            given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
+            raise MarathonError(f"--protocol: the protocol fixes the plan; takes only --jobs, --out, "
+                                f"--run-id, --ray besides (got {', '.join(given)})")
+        protocol = load_protocol(protocol_file)
+        config = run_config(protocol, protocol_file,
+                            {k: flags[k] for k in ("jobs", "out", "run_id")})
+        if flags["ray"] is not None:  # where trials run is not part of the plan
+            config = config.model_copy(update={"cluster": cluster_config(flags["ray"])})
+        ref = ProtocolRef(name=protocol.name, path=str(protocol_file),
+                          sha256=protocol_hash(protocol_file))
+        outcome = start_run(config, display=not no_progress, console=console, protocol=ref)
     else:
         config = load_config(config_file, flags)
         outcome = start_run(config, display=not no_progress, console=console)
@@ -293,16 +366,21 @@ def run(config_file, resume_dir, no_progress, **flags) -> None:
 @click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="Bootstrap resamples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--protocol", "protocol_file", type=click.Path(path_type=Path),
+              help="Check the runs against this protocol (protocols/NAME.toml): adds a Protocol "
+                   "section (planned vs done, deviations, hypotheses).")
 def report(run_dirs: tuple[Path, ...], out_dir: Path | None, k: int | None, resamples: int,
-           seed: int) -> None:
-    """Write tables, statistics, charts and report.md for one or more runs (several runs of
-    the same marathon version combine, e.g. one per model). Prints the path of report.md."""
+           seed: int, protocol_file: Path | None) -> None:
+    """Write tables, statistics, charts and report.md for one or more runs (several runs
+    combine, e.g. one per model or per marathon; a suite gets per-marathon sections and a
+    pooled summary). Prints the path of report.md."""
     from benchmark.experiment import check_output_dir
     from benchmark.report import ReportOptions, build_report
 
     out = out_dir if out_dir is not None else run_dirs[0] / "report"
     check_output_dir(out, flag="--out" if out_dir is not None else "RUN_DIR")
-    files = build_report(list(run_dirs), out, ReportOptions(k=k, resamples=resamples, seed=seed))
+    files = build_report(list(run_dirs), out, ReportOptions(k=k, resamples=resamples, seed=seed),
+                         protocol=protocol_file)
     console.print(f"report: {len(files.tables)} tables, {len(files.charts)} chart files in "
                   f"{files.seconds:.1f} s")
     click.echo(str(files.report))

@@ -228,13 +228,13 @@ def _killpg(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _marathon_bundle(plan) -> bytes:
-    """A tar of the marathon directory (``root/``) and its gates (``gates/``), for nodes that
+def _marathon_bundle(marathon) -> bytes:
+    """A tar of a marathon's directory (``root/``) and its gates (``gates/``), for nodes that
     do not have it at the head's path."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(str(plan.marathon.root), arcname="root")
-        tar.add(str(plan.marathon.gates), arcname="gates")
+        tar.add(str(marathon.root), arcname="root")
+        tar.add(str(marathon.gates), arcname="gates")
     return buf.getvalue()
 
 
@@ -280,7 +280,7 @@ def node_marathon(marathon, content_hash: str, bundle: bytes | Callable[[], byte
 _checked_images: set[str] = set()
 
 
-def ensure_images(plan, log=lambda line: None) -> None:
+def ensure_images(plan, keys, log=lambda line: None) -> None:
     """Make sure the run's images are on this node's Docker engine: any missing tag is built
     from the package's recipes (content-hash tags, so the same recipes give the same tags).
 
@@ -293,7 +293,8 @@ def ensure_images(plan, log=lambda line: None) -> None:
     from benchmark.images import build_images
     from benchmark.sandbox import client
 
-    tags = {plan.images.scorer, plan.images.agent, *plan.images.agents.values()} - {None, ""}
+    images = plan.images_of(keys)
+    tags = {images.scorer, images.agent, *images.agents.values()} - {None, ""}
     missing = tags - _checked_images
     if not missing:
         return
@@ -310,7 +311,7 @@ def ensure_images(plan, log=lambda line: None) -> None:
 
     if absent():
         agents = [n for n in plan.config.agents if isinstance(get_agent(n), DeclaredAgent)]
-        build_images(agent=True, log=log, runtime=plan.marathon.runtime, agents=agents)
+        build_images(agent=True, log=log, runtime=plan.marathon_of(keys).runtime, agents=agents)
         still = absent()
         if still:
             raise MarathonError(f"node {socket.gethostname()}: image(s) {', '.join(sorted(still))} "
@@ -381,8 +382,8 @@ def trial_task(plan, content_hash: str, bundle_ref: list, keys, start_index: int
 
     Args:
         plan: the run's :class:`~benchmark.driver.Plan`, as the driver holds it.
-        content_hash: the marathon's content hash.
-        bundle_ref: ``[ObjectRef]`` of the marathon bundle (wrapped: fetched only when needed).
+        content_hash: the content hash of the trial's marathon.
+        bundle_ref: ``[ObjectRef]`` of that marathon's bundle (wrapped: fetched only when needed).
         keys: the trial.
         start_index: first episode to play (0-based).
         seed: run-directory files the trial resumes from (relative path -> bytes).
@@ -407,10 +408,10 @@ def trial_task(plan, content_hash: str, bundle_ref: list, keys, start_index: int
         importlib.import_module(module)
     events: queue.Queue = queue.Queue()
     events.put(("progress", {"phase": "images"}))
-    ensure_images(plan)
-    marathon = node_marathon(plan.marathon, content_hash, lambda: ray.get(bundle_ref[0]))
-    if marathon is not plan.marathon:
-        plan = plan.model_copy(update={"marathon": marathon})
+    ensure_images(plan, keys)
+    marathon = node_marathon(plan.marathon_of(keys), content_hash, lambda: ray.get(bundle_ref[0]))
+    if marathon is not plan.marathon_of(keys):
+        plan = plan.model_copy(update={"marathons": {**plan.marathons, keys.marathon: marathon}})
     _remove_trial_containers(plan, keys.trial_id)
     staging = rundir.make_host_tmp(plan.nonce, "node")
     work = rundir.make_host_tmp(plan.nonce, "work")
@@ -444,7 +445,8 @@ def trial_task(plan, content_hash: str, bundle_ref: list, keys, start_index: int
         # A nonce of its own: proxies of concurrent trials on one node never clean up each
         # other's socket directories.
         services = ModelServices.start(f"{plan.nonce}-{os.urandom(2).hex()}", staging,
-                                       str(plan.marathon.root), [keys], plan.config.providers)
+                                       {keys.marathon: plan.marathon_of(keys).root}, [keys],
+                                       plan.config.providers)
 
     def target() -> None:
         try:
@@ -489,8 +491,8 @@ class RayBackend:
         """The Ray address given (``local:N`` for a throwaway local cluster)."""
         self.cluster: LocalCluster | None = None
         """The local cluster this backend started (``local:N``), stopped by :meth:`close`."""
-        self._content_hash = ""
-        self._bundle = None
+        self._hashes: dict[str, str] = {}
+        self._bundles: dict[str, object] = {}
         self._plans: dict[int, object] = {}
         self._inflight: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -542,8 +544,9 @@ class RayBackend:
                                     "resource (start worker nodes with --resources='{\"docker\": 1}')")
             console.print(f"[dim]Ray cluster at {address}: {len(ray.nodes())} node(s), "
                           f"{units:g} docker unit(s)[/]")
-            self._content_hash = plan.marathon.content_hash()
-            self._bundle = ray.put(_marathon_bundle(plan))
+            for name, marathon in plan.marathons.items():
+                self._hashes[name] = marathon.content_hash()
+                self._bundles[name] = ray.put(_marathon_bundle(marathon))
         except BaseException:
             self.close()
             raise
@@ -576,8 +579,8 @@ class RayBackend:
             if stop.is_set():
                 raise Interrupted()
             gen = trial_task.options(resources={"docker": 1}, name=f"trial {keys.trial_id}").remote(
-                self._plan_ref(plan), self._content_hash, [self._bundle], keys, index,
-                _seed_files(plan, run_dir, keys.trial_id, index), self._agent_modules)
+                self._plan_ref(plan), self._hashes[keys.marathon], [self._bundles[keys.marathon]], keys, index,
+                _seed_files(plan, run_dir, keys, index), self._agent_modules)
             with self._lock:
                 self._inflight[keys.trial_id] = gen
             progress.update(keys.trial_id, phase="queued on cluster", node="")
@@ -638,16 +641,17 @@ class RayBackend:
             self.cluster = None
 
 
-def _seed_files(plan, run_dir: Path, trial_id: str, start_index: int) -> dict[str, bytes]:
+def _seed_files(plan, run_dir: Path, keys, start_index: int) -> dict[str, bytes]:
     """The run-directory files a trial resumes from at episode ``start_index``: the workspace
     archive of the episode before (either form) and, when they exist, the trial's capsule and
     evidence ledger (the governed arm's)."""
     from benchmark.capsule import capsule_path
     from benchmark.evidence import evidence_path
 
+    trial_id = keys.trial_id
     paths = [capsule_path(run_dir, trial_id), evidence_path(run_dir, trial_id)]
     if start_index > 0:
-        prev = plan.marathon.episode_ids[start_index - 1]
+        prev = plan.marathon_of(keys).episode_ids[start_index - 1]
         base = run_dir / "workspaces" / trial_id
         paths += [base / f"{prev}.tar", base / f"{prev}.git.tar"]
     return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in paths if p.is_file()}

@@ -1,8 +1,10 @@
 """The driver: runs a run's trials, each in its own container, and records every episode.
 
 Data flows one way: a :class:`~benchmark.experiment.RunConfig` is validated into a
-:class:`Plan` (marathon, arms, agents, images, trials) before anything is written; then every
-trial gets a :class:`~benchmark.sandbox.Sandbox`, plays its episodes in order (the arm's
+:class:`Plan` (marathons, arms, agents, images, trials) before anything is written; then every
+trial gets a :class:`~benchmark.sandbox.Sandbox`, plays its marathon's episodes in order, each
+from the workspace the last one left (``cumulative``) or from the previous episode's reference
+(``isolated``; :meth:`TrialRunner.begin_episode`) (the arm's
 controller runs the attempts; each attempt is committed, snapshotted and scored against every
 gate active after the episode, with the trial's seed), and each finished episode is recorded at
 once (:class:`~benchmark.records.RecordStore`), with the workspace archive it ended on.
@@ -53,14 +55,14 @@ from benchmark.agents import (Agent, AttemptContext, AttemptResult, agent_hashes
                               get_agent)
 from benchmark.agents.declared import DeclaredAgent
 from benchmark.arms import Arm, load_arm
-from benchmark.controllers import get_controller
+from benchmark.controllers import controller_class, get_controller
 from benchmark.controllers.base import default_decision, gate_score, gate_verdicts
 from benchmark.controllers.feedback_retry import failing_lines
 from benchmark.errors import MarathonError
 from benchmark.experiment import RunConfig, check_output_dir, plan_trials
 from benchmark.images import ImageSet, build_images
-from benchmark.manifest import (MANIFEST, Manifest, Session, git_state, host_info,
-                                read_manifest, simulated_models, utcnow, write_manifest)
+from benchmark.manifest import (MANIFEST, Manifest, MarathonEntry, ProtocolRef, Session, git_state,
+                                host_info, read_manifest, simulated_models, utcnow, write_manifest)
 from benchmark.marathon import EpisodeSpec, Marathon, load_marathon
 from benchmark.model_access import ModelServices, model_upstreams
 from benchmark.progress import LiveProgress
@@ -91,12 +93,13 @@ class Plan(BaseModel):
     run's containers and host temporary directories."""
     config: RunConfig
     """The configuration."""
-    marathon: Marathon
-    """The loaded marathon."""
+    marathons: dict[str, Marathon]
+    """Marathon name -> the loaded marathon (cut to the run's ``episodes``), in config order."""
     arms: dict[str, Arm]
     """Arm name -> loaded arm."""
-    images: ImageSet
-    """Harness images (agent image included; derived with the marathon's runtime if it has one)."""
+    images: dict[str, ImageSet]
+    """Marathon name -> the harness images its trials use (agent images included; derived with
+    the marathon's runtime if it has one)."""
     trials: list[TrialKeys]
     """Every trial of the run."""
     model_upstreams: dict[str, str] = {}
@@ -106,6 +109,18 @@ class Plan(BaseModel):
     """Limits of each trial container."""
     scorer_limits: ScorerLimits = ScorerLimits()
     """Limits of each scoring container."""
+
+    def marathon_of(self, keys: TrialKeys) -> Marathon:
+        """The marathon a trial plays."""
+        return self.marathons[keys.marathon]
+
+    def images_of(self, keys: TrialKeys) -> ImageSet:
+        """The images a trial runs and is scored in."""
+        return self.images[keys.marathon]
+
+    def episodes_of(self, keys: TrialKeys) -> int:
+        """How many episodes a trial plays."""
+        return len(self.marathons[keys.marathon].episodes)
 
 
 class RunOutcome(BaseModel):
@@ -140,25 +155,31 @@ def new_run_id() -> str:
 def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: None) -> Plan:
     """Validate a configuration into a :class:`Plan`; write nothing.
 
-    Checks, in order: marathon (cut to its first ``config.episodes`` episodes when set), arms,
-    agents, output directory, trials, model access (a known ``scripted/`` model, or the vendor
-    key of a real model's agent in the environment), then the Docker engine and the images
-    (built if their recipe changed).
+    Checks, in order: marathons (each cut to its first ``config.episodes`` episodes when set),
+    arms, agents, output directory, trials, model access (a known ``scripted/`` model, or the
+    vendor key of a real model's agent in the environment), then the Docker engine and each
+    marathon's images (built if their recipe changed).
 
     Raises:
         MarathonError: any bad input (unknown marathon, arm or agent, bad preset, unwritable
             output, too many episodes, a model agent without a model, a real model without its
-            API key, Docker unreachable); the message names the file, field, flag or variable.
+            API key, Docker unreachable, two marathons of one name); the message names the file,
+            field, flag or variable.
     """
-    marathon = load_marathon(config.marathon)
-    if config.episodes is not None:
-        if config.episodes > len(marathon.episodes):
-            raise MarathonError(f"--episodes: marathon {marathon.name} has {len(marathon.episodes)} "
-                                f"episodes, got {config.episodes}")
-        kept = marathon.episodes[:config.episodes]
-        ids = {e.id for e in kept}
-        marathon = marathon.model_copy(update={
-            "episodes": kept, "gate": [g for g in marathon.gate if g.active_from in ids]})
+    marathons: dict[str, Marathon] = {}
+    for name in config.marathons:
+        marathon = load_marathon(name)
+        if config.episodes is not None:
+            if config.episodes > len(marathon.episodes):
+                raise MarathonError(f"--episodes: marathon {marathon.name} has {len(marathon.episodes)} "
+                                    f"episodes, got {config.episodes}")
+            kept = marathon.episodes[:config.episodes]
+            ids = {e.id for e in kept}
+            marathon = marathon.model_copy(update={
+                "episodes": kept, "gate": [g for g in marathon.gate if g.active_from in ids]})
+        if marathon.name in marathons:
+            raise MarathonError(f"--marathon: two marathons are named {marathon.name!r} ({name})")
+        marathons[marathon.name] = marathon
     arms: dict[str, Arm] = {}
     for name in config.arms:
         arm = load_arm(name)
@@ -166,20 +187,34 @@ def make_plan(config: RunConfig, run_id: str, nonce: str = "", log=lambda line: 
             raise MarathonError(f"--arm: arm {arm.name!r} given twice")
         arms[arm.name] = arm
     agents = {name: get_agent(name) for name in config.agents}
+    for arm in arms.values():  # e.g. an operator's arm needs a terminal and --jobs 1
+        controller_class(arm.controller).check_plan(arm, config.jobs, list(config.agents))
     check_output_dir(config.out)
-    trials = plan_trials(config, run_id, marathon.name, {n: a.uses_model for n, a in agents.items()})
+    trials = plan_trials(config, run_id, list(marathons), {n: a.uses_model for n, a in agents.items()})
     upstreams = model_upstreams(trials, agents, providers=config.providers)
     for name, agent in agents.items():
         for effort in {t.effort for t in trials if t.agent == name}:
             agent.check_effort(effort)
-    images = build_images(agent=True, log=log, runtime=marathon.runtime,
-                          agents=[n for n, a in agents.items() if isinstance(a, DeclaredAgent)])
-    return Plan(run_id=run_id, nonce=nonce, config=config, marathon=marathon, arms=arms,
+    declared = [n for n, a in agents.items() if isinstance(a, DeclaredAgent)]
+    images = {name: build_images(agent=True, log=log, runtime=m.runtime, agents=declared)
+              for name, m in marathons.items()}
+    return Plan(run_id=run_id, nonce=nonce, config=config, marathons=marathons, arms=arms,
                 images=images, trials=trials, model_upstreams=upstreams)
 
 
 def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _image_tags(images: ImageSet) -> dict:
+    return {"scorer": images.scorer, "agent": images.agent,
+            **({"agents": images.agents} if images.agents else {})}
+
+
+def suite_hash(hashes: dict[str, str]) -> str:
+    """The ``marathon_hash`` of a run of several marathons: SHA-256 over their names and
+    content hashes (a single marathon's run records its own content hash)."""
+    return _digest(hashes)
 
 
 def plan_components(plan: Plan) -> dict[str, str]:
@@ -191,16 +226,33 @@ def plan_components(plan: Plan) -> dict[str, str]:
     ``marathon`` (its content hash), ``episodes`` (the ids played), ``arms`` (each arm's config
     hash), ``images`` (scorer and agent tags), ``trials`` (every trial's keys and seed),
     ``limits`` (sandbox and scorer limits, but the scorer's process count, which follows
-    ``jobs`` and does not change outcomes) and ``model_upstreams``.
+    ``jobs`` and does not change outcomes) and ``model_upstreams``. A run of several marathons
+    hashes each marathon's content hash, episodes and images by name. A single-marathon
+    cumulative plan hashes as harness versions before suites and modes did (so their runs
+    resume).
     """
+    config = plan.config.model_dump(mode="json", exclude={"jobs", "out", "cluster"})
+    single = len(plan.marathons) == 1
+    if single and config["mode"] == "cumulative":
+        config["marathon"] = config.pop("marathons")[0]
+        del config["mode"]
+    trials = [t.model_dump(mode="json", exclude={"mode"} if t.mode == "cumulative" else None)
+              for t in plan.trials]
+    if single:
+        m = next(iter(plan.marathons.values()))
+        marathon, episodes = m.content_hash(), _digest(m.episode_ids)
+        images = _digest(_image_tags(plan.images[m.name]))
+    else:
+        marathon = suite_hash({n: m.content_hash() for n, m in plan.marathons.items()})
+        episodes = _digest({n: m.episode_ids for n, m in plan.marathons.items()})
+        images = _digest({n: _image_tags(i) for n, i in plan.images.items()})
     return {
-        "config": _digest(plan.config.model_dump(mode="json", exclude={"jobs", "out", "cluster"})),
-        "marathon": plan.marathon.content_hash(),
-        "episodes": _digest(plan.marathon.episode_ids),
+        "config": _digest(config),
+        "marathon": marathon,
+        "episodes": episodes,
         "arms": _digest({n: a.config_hash() for n, a in plan.arms.items()}),
-        "images": _digest({"scorer": plan.images.scorer, "agent": plan.images.agent,
-                           **({"agents": plan.images.agents} if plan.images.agents else {})}),
-        "trials": _digest([t.model_dump(mode="json") for t in plan.trials]),
+        "images": images,
+        "trials": _digest(trials),
         "limits": _digest({"sandbox": plan.sandbox_limits.model_dump(mode="json"),
                            "scorer": plan.scorer_limits.model_dump(mode="json", exclude={"processes"})}),
         "model_upstreams": _digest(plan.model_upstreams),
@@ -221,26 +273,34 @@ def plan_differences(manifest: Manifest, plan: Plan) -> list[str]:
         "trials": _digest([t.model_dump(mode="json") for t in manifest.trials]),
     }
     out = []
+    entries = manifest.marathons or {manifest.marathon: None}
     for key, value in recorded.items():
         if now.get(key) == value:
             continue
         if key == "marathon":
-            out.append(f"marathon {plan.marathon.name!r} changed (its files or gates)")
+            changed = [n for n, m in plan.marathons.items()
+                       if entries.get(n) is None or entries[n].hash != m.content_hash()]
+            out.append(f"marathon(s) {', '.join(repr(n) for n in changed)} changed (files or gates)")
         elif key == "episodes":
-            out.append(f"episodes ({', '.join(manifest.episodes)} -> {', '.join(plan.marathon.episode_ids)})")
+            was = "; ".join(", ".join(e.episodes) for e in entries.values() if e) or ", ".join(manifest.episodes)
+            now_ids = "; ".join(", ".join(m.episode_ids) for m in plan.marathons.values())
+            out.append(f"episodes ({was} -> {now_ids})")
         elif key == "arms":
             names = sorted(n for n, a in plan.arms.items() if manifest.arm_hashes.get(n) != a.config_hash())
             names += sorted(set(manifest.arm_hashes) - set(plan.arms))
             out.append(f"arm(s) {', '.join(names) or '?'} changed")
         elif key == "images":
-            for role in ("scorer", "agent"):
-                if getattr(plan.images, role) != getattr(manifest.images, role):
-                    out.append(f"the {role} image changed ({getattr(manifest.images, role)} -> "
-                               f"{getattr(plan.images, role)})")
-            for name, tag in plan.images.agents.items():
-                if tag != manifest.images.agents.get(name):
-                    out.append(f"the image of agent {name!r} changed "
-                               f"({manifest.images.agents.get(name)} -> {tag})")
+            for marathon, images in plan.images.items():
+                entry = entries.get(marathon)
+                old = entry.images if entry is not None else manifest.images
+                for role in ("scorer", "agent"):
+                    if getattr(images, role) != getattr(old, role):
+                        out.append(f"the {role} image changed ({getattr(old, role)} -> "
+                                   f"{getattr(images, role)})")
+                for name, tag in images.agents.items():
+                    if tag != old.agents.get(name):
+                        out.append(f"the image of agent {name!r} changed "
+                                   f"({old.agents.get(name)} -> {tag})")
         elif key == "trials":
             out.append(f"the planned trials ({len(manifest.trials)} recorded, {len(plan.trials)} now)")
         elif key == "config":
@@ -302,8 +362,12 @@ def make_backend(config: RunConfig, ray: str | None = None) -> ThreadBackend:
     return RayBackend(address)
 
 
-def start_run(config: RunConfig, *, display: bool = True, console: Console | None = None) -> RunOutcome:
+def start_run(config: RunConfig, *, display: bool = True, console: Console | None = None,
+              protocol: ProtocolRef | None = None) -> RunOutcome:
     """Validate ``config``, create the run directory and run every trial.
+
+    Args:
+        protocol: the protocol ``config`` was made from (recorded in the manifest), if any.
 
     Raises:
         MarathonError: bad input (nothing is written then), e.g. the run directory exists
@@ -319,13 +383,13 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
     backend = make_backend(config)
     backend.open(plan, console)  # before anything is written: a bad cluster writes nothing
     try:
-        return _start(config, plan, backend, run_dir, display, console)
+        return _start(config, plan, backend, run_dir, display, console, protocol)
     finally:
         backend.close()
 
 
 def _start(config: RunConfig, plan: Plan, backend: ThreadBackend, run_dir: Path, display: bool,
-           console: Console) -> RunOutcome:
+           console: Console, protocol: ProtocolRef | None) -> RunOutcome:
     run_id, nonce = plan.run_id, plan.nonce
     git_commit, git_dirty = git_state()
     models = sorted({t.model for t in plan.trials})
@@ -339,11 +403,16 @@ def _start(config: RunConfig, plan: Plan, backend: ThreadBackend, run_dir: Path,
     except OSError as e:
         raise MarathonError(f"--out: cannot create {run_dir}: {e.strerror}") from None
     components = plan_components(plan)
+    entries = {n: MarathonEntry(hash=m.content_hash(), episodes=m.episode_ids, images=plan.images[n])
+               for n, m in plan.marathons.items()}
+    first = next(iter(entries))
     manifest = Manifest(
         run_id=run_id, nonce=nonce, git_commit=git_commit, git_dirty=git_dirty, config=config,
-        marathon=plan.marathon.name, marathon_hash=plan.marathon.content_hash(),
-        episodes=plan.marathon.episode_ids,
-        arm_hashes={n: a.config_hash() for n, a in plan.arms.items()}, images=plan.images,
+        marathon="+".join(entries), marathons=entries, protocol=protocol,
+        marathon_hash=(entries[first].hash if len(entries) == 1
+                       else suite_hash({n: e.hash for n, e in entries.items()})),
+        episodes=entries[first].episodes,
+        arm_hashes={n: a.config_hash() for n, a in plan.arms.items()}, images=plan.images[first],
         arm_settings={n: a.model_dump(mode="json", include={"controller", "feedback", "max_attempts",
                                                              "session_continuity", "budget",
                                                              "self_checks"})
@@ -405,9 +474,10 @@ def resume_run(run_dir: Path, *, jobs: int | None = None, ray: str | None = None
                                 "(results would mix)")
         finished = RecordStore(run_dir).finished()
         for t in plan.trials:  # a resumed trial restarts from its last finished episode's workspace
-            n = _finished_prefix(plan, t.trial_id, finished)
-            if n and _episode_archive(run_dir, t.trial_id, plan.marathon.episode_ids[n - 1]) is None:
-                raise MarathonError(f"{_workspace_path(run_dir, t.trial_id, plan.marathon.episode_ids[n - 1])}: "
+            n = _finished_prefix(plan, t, finished)
+            last = plan.marathon_of(t).episode_ids[n - 1] if n else None
+            if n and _episode_archive(run_dir, t.trial_id, last) is None:
+                raise MarathonError(f"{_workspace_path(run_dir, t.trial_id, last)}: "
                                     "workspace archive of a finished episode is missing")
         containers, networks = remove_run_resources(manifest.run_id, manifest.nonce)
         if legacy_nonce:  # containers of an older harness carry the run id only
@@ -441,12 +511,12 @@ def resume_run(run_dir: Path, *, jobs: int | None = None, ray: str | None = None
         os.close(lock)
 
 
-def _finished_prefix(plan: Plan, trial_id: str, finished: set[tuple[str, str]]) -> int:
+def _finished_prefix(plan: Plan, keys: TrialKeys, finished: set[tuple[str, str]]) -> int:
     """How many of a trial's episodes, from the first, are finished (a trial restarts at the
     first unfinished one; a finished episode after a gap is played again)."""
     n = 0
-    for e in plan.marathon.episode_ids:
-        if (trial_id, e) not in finished:
+    for e in plan.marathon_of(keys).episode_ids:
+        if (keys.trial_id, e) not in finished:
             break
         n += 1
     return n
@@ -468,8 +538,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
     # Concurrent trials share the cores between their scorings' pytest processes.
     plan = plan.model_copy(update={"scorer_limits": plan.scorer_limits.model_copy(
         update={"processes": scorer_processes(jobs, plan.scorer_limits)})})
-    n_episodes = len(plan.marathon.episodes)
-    planned = [(t, n_episodes) for t in plan.trials]
+    planned = [(t, plan.episodes_of(t)) for t in plan.trials]
     reserve = SpaceReserve(run_dir)
     reserve.allocate()
     stop = threading.Event()
@@ -541,17 +610,22 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
         store = RecordStore(run_dir)
         store.consolidate(planned)
         finished = store.finished()
-        done = {t.trial_id: _finished_prefix(plan, t.trial_id, finished) for t in plan.trials}
+        done = {t.trial_id: _finished_prefix(plan, t, finished) for t in plan.trials}
         last_scores = {}
         for row in store.episode_rows():
             if row.episode_index == done.get(row.trial_id):
                 last_scores[row.trial_id] = row.score
-        todo = [t for t in plan.trials if done[t.trial_id] < n_episodes]
+        todo = [t for t in plan.trials if done[t.trial_id] < plan.episodes_of(t)]
         if not backend.own_model_access and any(
                 get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
-            services = ModelServices.start(plan.nonce, run_dir, plan.config.marathon, todo,
+            services = ModelServices.start(plan.nonce, run_dir,
+                                           {n: m.root for n, m in plan.marathons.items()}, todo,
                                            plan.config.providers)
-        progress = LiveProgress(plan.trials, n_episodes, done, last_scores, console=console, live=display)
+        # An operator's terminal is not shared with a live display.
+        live = display and not any(controller_class(a.controller).uses_terminal
+                                   for a in plan.arms.values())
+        progress = LiveProgress(plan.trials, {t.trial_id: plan.episodes_of(t) for t in plan.trials},
+                                done, last_scores, console=console, live=live)
         record = lambda records: store.write_episode(records, planned)  # noqa: E731
         with progress, ThreadPoolExecutor(max_workers=max(1, backend.concurrency(jobs, len(todo))),
                                           thread_name_prefix="trial") as pool:
@@ -596,7 +670,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
                     raise
                 on_fault(e)
         finished = store.finished() if store is not None else set()
-        complete = sum(_finished_prefix(plan, t.trial_id, finished) == n_episodes for t in plan.trials)
+        complete = sum(_finished_prefix(plan, t, finished) == plan.episodes_of(t) for t in plan.trials)
         if fault:
             status, reason = "failed", f"storage fault: {fault[0]}"
             reserve.release()  # room for the manifest and errors.log on a full disk
@@ -709,7 +783,10 @@ class TrialRunner:
         self.work = work / keys.trial_id
         """The trial's host work directory (attempt archives, snapshots), in the run's."""
         self.work.mkdir(parents=True, exist_ok=True)
-        self.marathon = plan.marathon
+        self.marathon = plan.marathon_of(keys)
+        """The marathon the trial plays."""
+        self.images = plan.images_of(keys)
+        """The images the trial runs and is scored in."""
         self.controller = get_controller(self.arm)
         self._meta: dict[int, _AttemptMeta] = {}
         self._head: str | None = None
@@ -768,8 +845,8 @@ class TrialRunner:
         try:
             extract_snapshot(archive, snapshot)
             scoring = score_snapshot(
-                snapshot, self.plan.marathon, episode.id, self.keys.seed,
-                image=self.plan.images.scorer, limits=self.plan.scorer_limits,
+                snapshot, self.marathon, episode.id, self.keys.seed,
+                image=self.images.scorer, limits=self.plan.scorer_limits,
                 labels={**run_labels(self.plan.run_id, self.plan.nonce), TRIAL_LABEL: self.keys.trial_id},
                 tmp_dir=self.work)
         finally:
@@ -932,17 +1009,32 @@ class TrialRunner:
         archived workspace of the last finished episode (resume)."""
         self.progress.update(self.keys.trial_id, phase="starting")
         if start_index == 0:
-            self.sandbox.put_directory(self.plan.marathon.starter)
+            self.sandbox.put_directory(self.marathon.starter)
             self.agent.prepare(self.sandbox, self.arm)
             self._head = self.sandbox.init_repo()
         else:
-            prev = self.plan.marathon.episode_ids[start_index - 1]
+            prev = self.marathon.episode_ids[start_index - 1]
             archive = _episode_archive(self.run_dir, self.keys.trial_id, prev)
             if archive is None:
                 raise MarathonError(f"{_workspace_path(self.run_dir, self.keys.trial_id, prev)}: "
                                     "workspace archive of a finished episode is missing")
             self.sandbox.restore(archive)
             self._head = self.sandbox.head()
+
+    def begin_episode(self, index: int) -> None:
+        """Set up the workspace an episode starts from. ``cumulative``: as the previous episode
+        left it (nothing to do). ``isolated``, from the second episode on: the files of the
+        previous episode's reference solution plus the arm's material replace the workspace's
+        (its history is kept, so a governed rollback still finds its commits), committed as
+        ``marathon: isolated start of <episode> (reference <previous>)``."""
+        if self.keys.mode != "isolated" or index == 0:
+            return
+        prev, episode = self.marathon.episodes[index - 1], self.marathon.episodes[index]
+        self.sandbox.clear_workspace()
+        self.sandbox.put_directory(prev.reference)
+        self.agent.prepare(self.sandbox, self.arm)
+        self._head = (self.sandbox.commit(f"marathon: isolated start of {episode.id} "
+                                          f"(reference {prev.id})") or self._head)
 
     def run_episode(self, index: int, episode: EpisodeSpec) -> EpisodeRecords:
         """Run one episode's attempts through the arm's controller and build its records.
@@ -957,11 +1049,11 @@ class TrialRunner:
         with self._check_lock:
             self._self_checks = []
         started_at, t0 = utcnow(), time.monotonic()
-        attempts = self.controller.run(self, episode, self.plan.marathon.brief_text(episode.id),
+        attempts = self.controller.run(self, episode, self.marathon.brief_text(episode.id),
                                        self.agent, lambda n, r: self._score(episode, n, r))
         self._keep_workspace(episode.id, self._meta[attempts[-1].number])
         keys = self.keys.model_dump()
-        gate_from = {g.name: g.active_from for g in self.plan.marathon.gate}
+        gate_from = {g.name: g.active_from for g in self.marathon.gate}
         attempt_rows, check_rows, usage_rows = [], [], []
         for a in attempts:
             meta = self._meta[a.number]
@@ -1004,7 +1096,8 @@ class TrialRunner:
             self_check_recoveries=sum(r.status == "red" for r in self._self_checks),
         )
         return EpisodeRecords(episode=row, attempts=attempt_rows, checks=check_rows, usage=usage_rows,
-                              self_checks=list(self._self_checks))
+                              self_checks=list(self._self_checks),
+                              steering=self.controller.steering_rows(episode.id))
 
 
 def _decision(attempt, max_attempts: int) -> str:
@@ -1055,7 +1148,7 @@ def run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path,
     # No container has a network; a model agent's reaches the proxy's socket through a forwarder.
     try:
         sandbox = Sandbox.create(run_id=plan.run_id, nonce=plan.nonce, trial_id=keys.trial_id,
-                                 image=plan.images.for_agent(agent.name),
+                                 image=plan.images_of(keys).for_agent(agent.name),
                                  proxy_dir=endpoint.socket_dir if endpoint is not None else None,
                                  limits=plan.sandbox_limits)
     except BaseException:
@@ -1068,8 +1161,9 @@ def run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path,
         if arm.self_checks and endpoint is not None:
             services.proxy.set_self_check(token, runner.self_check)
         runner.start(start_index)
-        for index in range(start_index, len(plan.marathon.episodes)):
-            episode = plan.marathon.episodes[index]
+        for index in range(start_index, plan.episodes_of(keys)):
+            episode = plan.marathon_of(keys).episodes[index]
+            runner.begin_episode(index)
             records = runner.run_episode(index, episode)  # complete and valid even if stopping now
             record(records)
             progress.episode_done(keys.trial_id, episode.id, records.episode.score,

@@ -1,9 +1,10 @@
 """An experiment as data: what ``marathon run`` runs, from flags and/or ``-c experiment.toml``.
 
-The run is the cross product arms x agents x models x efforts x replicates, each a *trial* that
-plays every episode of the marathon in order. Example ``experiment.toml``::
+The run is the cross product marathons x modes x arms x agents x models x efforts x replicates,
+each a *trial* that plays every episode of its marathon in order. Example ``experiment.toml``::
 
-    marathon = "ledger"
+    marathons = ["ledger", "relay"]   # or marathon = "ledger"
+    mode = "cumulative"               # or "isolated", or "both"
     arms = ["prompt-only", "skill-only", "feedback-retry"]
     agents = ["oracle"]
     replicates = 2
@@ -18,18 +19,24 @@ plays every episode of the marathon in order. Example ``experiment.toml``::
 
 Command-line flags override the file's values. Agents that use no model (``oracle``, ``nop``)
 get model and effort ``none``. A trial's seed depends only on the seed base and the replicate,
-so every arm, agent and model of one replicate sees the same gate inputs (paired comparisons).
+so every arm, agent, model and mode of one replicate sees the same gate inputs (paired
+comparisons).
+
+Modes (:data:`MODES`): ``cumulative`` (each episode starts from the workspace the agent left)
+and ``isolated`` (each episode starts from the reference solution of the previous one, the
+starter for the first: a counterfactual without accumulated debt); ``both`` plans the two.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import MarathonError
 from benchmark.tomlfile import read_toml
@@ -42,9 +49,13 @@ NO_MODEL = "none"
 #: Model names with this prefix are simulated (a scripted server), flagged in the manifest.
 SIMULATED_PREFIX = "scripted/"
 
+#: Episode modes of a trial (``mode`` of the trial keys).
+MODES = ("cumulative", "isolated")
+
 #: Flag spelling of each field, for error messages about values given on the command line.
 FLAGS = {
-    "marathon": "--marathon", "arms": "--arm", "agents": "--agent", "models": "--model",
+    "marathons": "--marathon", "marathon": "--marathon", "mode": "--mode", "arms": "--arm",
+    "agents": "--agent", "models": "--model",
     "effort": "--effort", "replicates": "--replicates", "seed_base": "--seed-base",
     "jobs": "--jobs", "out": "--out", "time_limit_s": "--time-limit", "run_id": "--run-id",
     "episodes": "--episodes", "cluster": "--ray",
@@ -78,8 +89,11 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    marathon: str
-    """Marathon name (a directory under ``episodes/``) or path."""
+    marathons: list[str] = Field(min_length=1)
+    """Marathon names (directories under ``episodes/``) or paths; ``marathon = "NAME"`` in a
+    file (or a manifest of an older harness) means ``marathons = ["NAME"]``."""
+    mode: Literal["cumulative", "isolated", "both"] = "cumulative"
+    """Episode mode of the trials (see :data:`MODES`); ``both`` plans every trial in each."""
     arms: list[str] = Field(min_length=1)
     """Arm names (presets in ``arms/``) or paths to arm TOML files."""
     agents: list[str] = Field(min_length=1)
@@ -112,6 +126,30 @@ class RunConfig(BaseModel):
     """Model providers by name (``[providers.NAME]`` tables): models named ``NAME/MODEL`` go
     there (see :mod:`benchmark.providers`). ``scripted``, ``anthropic`` and ``openai`` are built
     in and cannot be declared."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_marathon(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "marathon" in data:
+            data = dict(data)
+            one = data.pop("marathon")
+            if "marathons" in data:
+                raise ValueError("give marathon or marathons, not both")
+            data["marathons"] = [one] if isinstance(one, str) else one
+        return data
+
+    @field_validator("marathons")
+    @classmethod
+    def _distinct_marathons(cls, marathons: list[str]) -> list[str]:
+        dup = next((m for m in marathons if marathons.count(m) > 1), None)
+        if dup is not None:
+            raise ValueError(f"marathon {dup!r} given twice")
+        return marathons
+
+    @property
+    def modes(self) -> list[str]:
+        """The modes planned: ``["cumulative"]``, ``["isolated"]`` or both."""
+        return list(MODES) if self.mode == "both" else [self.mode]
 
     @field_validator("providers")
     @classmethod
@@ -147,10 +185,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
 
 
-def trial_id(arm: str, agent: str, model: str, effort: str, replicate: int) -> str:
-    """The id of a trial, ``<arm>.<agent>.<model>.<effort>.r<replicate>`` (model and effort
-    slugged to ``[A-Za-z0-9_-]``)."""
-    return f"{_slug(arm)}.{_slug(agent)}.{_slug(model)}.{_slug(effort)}.r{replicate}"
+def trial_id(arm: str, agent: str, model: str, effort: str, replicate: int,
+             marathon: str | None = None, mode: str = "cumulative") -> str:
+    """The id of a trial, ``[<marathon>.]<arm>.<agent>.<model>.<effort>.r<replicate>[.isolated]``
+    (every part slugged to ``[A-Za-z0-9_-]``): the marathon is named when the run has several,
+    the mode when it is ``isolated``, so a single-marathon cumulative run keeps the plain ids."""
+    head = f"{_slug(marathon)}." if marathon else ""
+    tail = "" if mode == "cumulative" else f".{_slug(mode)}"
+    return f"{head}{_slug(arm)}.{_slug(agent)}.{_slug(model)}.{_slug(effort)}.r{replicate}{tail}"
 
 
 def _absolute_if_path(value: str, base: Path) -> str:
@@ -183,6 +225,9 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
             raw["out"] = str((base / raw["out"]).resolve())
         if isinstance(raw.get("marathon"), str):
             raw["marathon"] = _absolute_if_path(raw["marathon"], base)
+        if isinstance(raw.get("marathons"), list):
+            raw["marathons"] = [_absolute_if_path(m, base) if isinstance(m, str) else m
+                                for m in raw["marathons"]]
         if isinstance(raw.get("arms"), list):
             raw["arms"] = [_absolute_if_path(a, base) if isinstance(a, str) else a for a in raw["arms"]]
         source = {k: f"{config_file}: {k}" for k in raw}
@@ -190,8 +235,10 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
         if value is None or value == () or value == []:
             continue
         value = list(value) if isinstance(value, tuple) else value
-        if key == "marathon":
-            value = _absolute_if_path(value, Path.cwd())
+        if key in ("marathon", "marathons"):  # flags replace the file's marathon(s)
+            values = [value] if isinstance(value, str) else value
+            raw.pop("marathon", None)
+            key, value = "marathons", [_absolute_if_path(m, Path.cwd()) for m in values]
         elif key == "arms":
             value = [_absolute_if_path(a, Path.cwd()) for a in value]
         elif key == "out":
@@ -204,7 +251,7 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
+        field = str(first["loc"][0]) if first["loc"] else "marathons"
         where = source.get(field) or (f"{config_file}: {field}" if config_file else FLAGS.get(field, field))
         if len(first["loc"]) > 1 and config_file is not None and where == f"{config_file}: {field}":
             where += "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"][1:])
@@ -232,14 +279,16 @@ def check_output_dir(out: Path, flag: str = "--out") -> None:
         raise MarathonError(f"{flag}: {probe} is not writable")
 
 
-def plan_trials(config: RunConfig, run_id: str, marathon: str, uses_model: dict[str, bool]) -> list[TrialKeys]:
-    """The trials of a run, replicate-major (so an interrupted run has covered every arm of its
-    first replicates).
+def plan_trials(config: RunConfig, run_id: str, marathons: str | list[str],
+                uses_model: dict[str, bool]) -> list[TrialKeys]:
+    """The trials of a run, replicate-major (so an interrupted run has covered every marathon,
+    mode and arm of its first replicates).
 
     Args:
         config: the validated configuration.
         run_id: the run's id.
-        marathon: the marathon's name.
+        marathons: the marathons' names, in the order of ``config.marathons`` (one name: a
+            single-marathon run).
         uses_model: agent name -> whether it uses a model.
 
     Raises:
@@ -248,10 +297,11 @@ def plan_trials(config: RunConfig, run_id: str, marathon: str, uses_model: dict[
     """
     if config.models and not any(uses_model.values()):
         raise MarathonError(f"--model: agents {', '.join(config.agents)} use no model: drop --model")
+    names = [marathons] if isinstance(marathons, str) else list(marathons)
     trials: list[TrialKeys] = []
     for replicate in range(1, config.replicates + 1):
         seed = derive_seed(config.seed_base, replicate)
-        for arm in config.arms:
+        for marathon, mode, arm in itertools.product(names, config.modes, config.arms):
             for agent in config.agents:
                 if uses_model[agent]:
                     if not config.models:
@@ -261,13 +311,15 @@ def plan_trials(config: RunConfig, run_id: str, marathon: str, uses_model: dict[
                     combos = [(NO_MODEL, NO_MODEL)]
                 for model, effort in combos:
                     arm_name = Path(arm).stem
+                    tid = trial_id(arm_name, agent, model, effort, replicate,
+                                   marathon if len(names) > 1 else None, mode)
                     trials.append(TrialKeys(
-                        run_id=run_id, trial_id=trial_id(arm_name, agent, model, effort, replicate),
-                        marathon=marathon, arm=arm_name, agent=agent, model=model, effort=effort,
-                        replicate=replicate, seed=seed,
+                        run_id=run_id, trial_id=tid, marathon=marathon, arm=arm_name, agent=agent,
+                        model=model, effort=effort, mode=mode, replicate=replicate, seed=seed,
                     ))
     ids = [t.trial_id for t in trials]
     dup = next((i for i in ids if ids.count(i) > 1), None)
     if dup:
-        raise MarathonError(f"--arm/--agent/--model: two trials would share the id {dup!r} (repeated value?)")
+        raise MarathonError(f"--marathon/--arm/--agent/--model: two trials would share the id "
+                            f"{dup!r} (repeated value?)")
     return trials

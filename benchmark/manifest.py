@@ -1,7 +1,7 @@
 """The run manifest: ``<run dir>/manifest.json``, everything needed to know what a run ran.
 
-It records the full configuration, the harness version and git commit, the marathon's content
-hash, each arm's config hash, the image tags and ids, the agent CLI versions, the host, the
+It records the full configuration, the harness version and git commit, each marathon's content
+hash, episodes and images (:class:`MarathonEntry`), each arm's config hash, the image tags and ids, the agent CLI versions, the host, the
 planned trials, and the start and end of every driver session (the first and each resume).
 Runs with simulated models (names starting ``scripted/``) are flagged. The file is rewritten
 atomically (temp file + ``os.replace``) whenever it changes.
@@ -81,6 +81,28 @@ class Session(BaseModel):
     otherwise."""
 
 
+class MarathonEntry(BaseModel):
+    """One marathon of a run, as the run played it."""
+
+    hash: str
+    """SHA-256 over the marathon's files and gates (:meth:`Marathon.content_hash`)."""
+    episodes: list[str]
+    """Episode ids played, in order."""
+    images: ImageSet
+    """Images its trials ran and were scored in (derived with its ``[runtime]``, if any)."""
+
+
+class ProtocolRef(BaseModel):
+    """The pre-registered protocol a run was started from (``marathon run --protocol``)."""
+
+    name: str
+    """The protocol's ``name``."""
+    path: str
+    """The protocol file as given."""
+    sha256: str
+    """SHA-256 of the protocol file's bytes (:func:`benchmark.protocol.protocol_hash`)."""
+
+
 class Manifest(BaseModel):
     """The contents of ``manifest.json``."""
 
@@ -102,18 +124,26 @@ class Manifest(BaseModel):
     config: RunConfig
     """The full run configuration."""
     marathon: str
-    """Marathon name."""
+    """Marathon name; in a run of several marathons, their names joined by ``+`` (each in
+    :attr:`marathons`)."""
     marathon_hash: str
-    """SHA-256 over the marathon's files and gates (:meth:`Marathon.content_hash`)."""
+    """SHA-256 over the marathon's files and gates (:meth:`Marathon.content_hash`); in a run of
+    several marathons, SHA-256 over their names and hashes."""
     episodes: list[str]
-    """Episode ids, in order."""
+    """Episode ids, in order (of the first marathon in a run of several)."""
+    marathons: dict[str, MarathonEntry] = {}
+    """Marathon name -> content hash, episodes and images, for every marathon of the run
+    (empty in manifests of older harness versions: then :attr:`marathon` alone)."""
+    protocol: ProtocolRef | None = None
+    """The protocol the run was started from; null when none."""
     arm_hashes: dict[str, str]
     """Arm name -> SHA-256 over its TOML, instructions and skill (:meth:`Arm.config_hash`)."""
     arm_settings: dict[str, dict] = {}
     """Arm name -> its settings: controller, feedback level (``names``/``messages``),
     max_attempts, session_continuity, budget (tokens, USD; null when none)."""
     images: ImageSet
-    """Tags and ids of the harness images."""
+    """Tags and ids of the harness images (of the first marathon in a run of several; each
+    marathon's in :attr:`marathons`)."""
     agent_cli_versions: dict[str, str]
     """Declared agent -> the version its ``agents/NAME.toml`` installs (e.g. ``claude-code``:
     ``2.1.330``)."""

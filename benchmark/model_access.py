@@ -110,7 +110,8 @@ class ModelServices:
         self.environ = environ
 
     @classmethod
-    def start(cls, nonce: str, run_dir: Path, marathon: str, trials: list[TrialKeys],
+    def start(cls, nonce: str, run_dir: Path, marathon: str | Mapping[str, str | Path],
+              trials: list[TrialKeys],
               providers: Mapping[str, Provider] | None = None,
               environ: Mapping[str, str] = os.environ) -> "ModelServices":
         """Start the services for the trials of a run that use a model.
@@ -118,7 +119,9 @@ class ModelServices:
         Args:
             nonce: the run directory's nonce (names the socket directory).
             run_dir: the run directory (the proxy appends its usage log there, :data:`USAGE_LOG`).
-            marathon: marathon name or path, for the scripted model's policies.
+            marathon: marathon name or path, for the scripted model's policies; or marathon
+                name -> name or path (a run of several: the policies serve those its
+                simulated trials play).
             trials: the trials to serve (those of agents that use no model are skipped).
             providers: the experiment's declared providers.
             environ: the environment holding the keys.
@@ -141,6 +144,10 @@ class ModelServices:
         try:
             upstreams: dict[str, Upstream] = {}
             if any(r.simulated for r in routes):
+                if isinstance(marathon, Mapping):
+                    played = {t.marathon for t in trials if t.model.startswith("scripted/")}
+                    marathon = [str(p) for n, p in marathon.items() if n in played] or [
+                        str(p) for p in marathon.values()]
                 scripted = ScriptedServer(ScriptedConfig(marathon=marathon)).start()
                 upstreams["scripted"] = Upstream(base_url=scripted.url,
                                                  api_key="scripted-" + secrets.token_hex(8))

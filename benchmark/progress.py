@@ -47,16 +47,21 @@ class LiveProgress:
     :meth:`episode_done`.
     """
 
-    def __init__(self, trials: list[TrialKeys], episodes_total: int, done: dict[str, int],
-                 last_scores: dict[str, float], console: Console | None = None, live: bool = True):
+    def __init__(self, trials: list[TrialKeys], episodes_total: int | dict[str, int],
+                 done: dict[str, int], last_scores: dict[str, float],
+                 console: Console | None = None, live: bool = True):
+        """``episodes_total``: episodes of every trial, or trial id -> its episodes (a run of
+        several marathons)."""
         self.console = console or Console(stderr=True, highlight=False)
         """Where the display goes (stderr by default)."""
         self._lock = threading.Lock()
+        total = (episodes_total if isinstance(episodes_total, dict)
+                 else {t.trial_id: episodes_total for t in trials})
         self._trials = {
-            t.trial_id: TrialProgress(trial_id=t.trial_id, episodes_total=episodes_total,
+            t.trial_id: TrialProgress(trial_id=t.trial_id, episodes_total=total[t.trial_id],
                                       episodes_done=done.get(t.trial_id, 0),
                                       last_score=last_scores.get(t.trial_id),
-                                      phase="done" if done.get(t.trial_id, 0) == episodes_total else "queued")
+                                      phase="done" if done.get(t.trial_id, 0) == total[t.trial_id] else "queued")
             for t in trials
         }
         self._live = Live(get_renderable=self.render, console=self.console, refresh_per_second=4,

@@ -9,7 +9,9 @@ A run directory holds five tables in long (tidy) form, one Parquet file each, do
 - ``checks.parquet``: one row per trial x episode x attempt x gate x check;
 - ``usage.parquet``: one row per model call or agent-reported usage figure (may be empty);
 - ``self_checks.parquet``: one row per self-check an agent asked for with ``marathon-check``
-  (arms with ``self_checks``; may be empty).
+  (arms with ``self_checks``; may be empty);
+- ``steering.parquet``: one row per episode of a human-operator trial: the operator's
+  steering time, prompts, shell commands and edited files (may be empty).
 
 Every row carries the trial keys (:class:`TrialKeys`). Rows are written once per finished episode
 as parts (``parts/<table>/<trial>.<episode>.parquet``, temp file + ``os.replace``; the
@@ -40,7 +42,7 @@ from benchmark.storage import atomic_file
 SCHEMA_VERSION = 2
 
 #: Names of the tables, in the order they are documented.
-TABLES = ("trials", "episodes", "attempts", "checks", "usage", "self_checks")
+TABLES = ("trials", "episodes", "attempts", "checks", "usage", "self_checks", "steering")
 
 
 class _Row(BaseModel):
@@ -53,7 +55,9 @@ class TrialKeys(_Row):
     run_id: str
     """Id of the run, e.g. ``20261121T105000Z-3f2a``."""
     trial_id: str
-    """Id of the trial, unique in the run: ``<arm>.<agent>.<model>.<effort>.r<replicate>``."""
+    """Id of the trial, unique in the run:
+    ``[<marathon>.]<arm>.<agent>.<model>.<effort>.r<replicate>[.isolated]`` (the marathon named
+    in runs of several marathons, the mode when isolated)."""
     marathon: str
     """Marathon name, e.g. ``ledger``."""
     arm: str
@@ -65,6 +69,11 @@ class TrialKeys(_Row):
     with ``scripted/`` are simulated models."""
     effort: str
     """Reasoning effort given to the agent; ``none`` for agents that use no model."""
+    mode: Literal["cumulative", "isolated"] = "cumulative"
+    """``cumulative``: each episode starts from the workspace the agent left after the previous
+    one; ``isolated``: each episode starts from the reference solution of the previous episode
+    (the starter for the first), a counterfactual without accumulated debt. Trials of one seed
+    in the two modes pair up (``cumulative`` in runs of older harness versions)."""
     replicate: int
     """Replicate number, 1-based."""
     seed: int
@@ -288,6 +297,56 @@ class SelfCheckRow(TrialKeys):
     """Exactly what ``marathon-check`` printed to the agent."""
 
 
+class SteeringRow(TrialKeys):
+    """One episode of a human-operator trial: how the operator steered the agent (rules in
+    docs/arms.md, *The human-operator arm*). Scores, usage and self-checks of the episode are
+    in the other tables, under the same keys."""
+
+    episode: str
+    """Episode id."""
+    operator: str
+    """Pseudonymous id of the operator (``op-`` + 10 hex digits of a hash of the id given with
+    ``--operator`` or ``MARATHON_OPERATOR``, else of the login name); never the id itself."""
+    ended_by: Literal["marathon-done", "time_limit"]
+    """How the episode ended: the operator ran ``marathon-done``, or the time limit was
+    reached."""
+    sessions: int
+    """Times the operator's shell was opened in the episode (it is reopened when it exits
+    without ``marathon-done``)."""
+    wall_s: float
+    """Seconds from the brief being shown to the end of the last shell session."""
+    shell_s: float
+    """Seconds the operator's terminal was attached to the shell."""
+    steering_s: float
+    """Active steering seconds: the gaps between consecutive operator input events that are at
+    most ``idle_gap_s``, summed (longer gaps are idle and left out)."""
+    idle_gap_s: float
+    """The idle threshold of ``steering_s``, in seconds."""
+    input_events: int
+    """The operator's input events (keystroke chunks) in the recording; the terminal's own
+    answers to a program's queries and focus in/out are not counted."""
+    prompts: int
+    """Prompts the operator sent to the agent, read from the agent's transcript."""
+    shell_commands: int
+    """Commands the operator ran in the shell (agent runs, ``marathon-check`` and
+    ``marathon-done`` included), from the shell's command log."""
+    agent_runs: int
+    """Of those, commands that started the agent's CLI."""
+    files_changed: int
+    """Files the episode's workspace diff touches."""
+    files_agent: int
+    """Of those, files the agent edited (changed during an agent run, or named by an agent's
+    file-writing tool call)."""
+    files_operator: int
+    """Of those, files the operator edited directly (changed during another command)."""
+    files_both: int
+    """Files counted in both ``files_agent`` and ``files_operator``."""
+    files_unattributed: int
+    """Files changed outside any logged command."""
+    cast: str
+    """The episode's terminal recording (asciinema v2 cast), relative to the run directory."""
+
+
 class UsageCall(_Row):
     """One usage figure of an attempt: a model call seen by the proxy, or a total the agent
     reported. Agents that use no model report none."""
@@ -353,6 +412,7 @@ class UsageRow(UsageCall, _UsageAt):
 ROW_MODELS: dict[str, type[_Row]] = {
     "trials": TrialRow, "episodes": EpisodeRow, "attempts": AttemptRow,
     "checks": CheckRow, "usage": UsageRow, "self_checks": SelfCheckRow,
+    "steering": SteeringRow,
 }
 
 
@@ -424,6 +484,8 @@ class EpisodeRecords(BaseModel):
     """Usage figures of the attempts (may be empty)."""
     self_checks: list[SelfCheckRow] = []
     """Self-checks asked for during the episode (may be empty)."""
+    steering: list[SteeringRow] = []
+    """The operator's steering of the episode (human-operator trials only)."""
 
 
 class RecordStore:
@@ -449,13 +511,13 @@ class RecordStore:
             key = (t.column("trial_id")[0].as_py(), t.column("episode")[0].as_py())
             finished.add(key)
             self._parts["episodes"][key] = t
-        for table in ("attempts", "checks", "usage", "self_checks"):
+        for table in ("attempts", "checks", "usage", "self_checks", "steering"):
             for trial_id, episode in finished:
                 path = self._part_path(table, trial_id, episode)
                 # A finished episode has all its parts: they are written before its episodes part
-                # (runs of harness versions before self-checks have no self_checks parts).
+                # (runs of harness versions before self-checks or steering lack those parts).
                 self._parts[table][(trial_id, episode)] = (
-                    read_part(path, table) if path.is_file() or table != "self_checks"
+                    read_part(path, table) if path.is_file() or table in ("attempts", "checks", "usage")
                     else to_table(table, []))
 
     def finished(self) -> set[tuple[str, str]]:
@@ -482,6 +544,7 @@ class RecordStore:
             "checks": to_table("checks", records.checks),
             "usage": to_table("usage", records.usage),
             "self_checks": to_table("self_checks", records.self_checks),
+            "steering": to_table("steering", records.steering),
             "episodes": to_table("episodes", [records.episode]),
         }
         for table, data in parts.items():  # episodes last: it marks the episode finished
@@ -549,9 +612,12 @@ def read_part(path: Path, table: str) -> pa.Table:
     schema = arrow_schema(table)
     if data.column_names != schema.names and set(data.column_names) <= set(schema.names):
         missing = [f for f in schema if f.name not in data.column_names]
-        if all(f.nullable for f in missing):  # columns added since: null in older parts
-            for f in missing:
-                data = data.append_column(f, pa.nulls(len(data), f.type))
+        defaults = {n: i.default for n, i in ROW_MODELS[table].model_fields.items()
+                    if not i.is_required() and i.default is not None}
+        if all(f.nullable or f.name in defaults for f in missing):
+            for f in missing:  # columns added since: null (or their default) in older parts
+                data = data.append_column(f, pa.nulls(len(data), f.type) if f.name not in defaults
+                                          else pa.array([defaults[f.name]] * len(data), f.type))
             data = data.select(schema.names).cast(schema)
     return data
 

@@ -1,20 +1,22 @@
 """``marathon validate``: prove a marathon's gates are sound before any agent meets them.
 
-A marathon is valid when, on **every** validation seed (``0, 1, 2`` by default; the checks draw
-their inputs from the seed):
+A marathon is valid when its structural findings hold (:mod:`benchmark.structure`, read from
+its files alone: no placeholder left, every gate has at least three checks, each tagged
+``genuine`` or ``contract``, and at least two hand-written mutants, DESIGN.md's traps and
+traceability tables are complete), and, on **every** validation seed (``0, 1, 2`` by default;
+the checks draw their inputs from the seed):
 
-1. every gate has at least three checks, each tagged ``genuine`` or ``contract``;
-2. the reference solution of every episode passes 100% of the gates active after it;
-3. the untouched starter fails every gate (no gate is free);
-4. every mutant (``<mutants>/<gate>/<name>.patch``, a small regression of the final
+1. the reference solution of every episode passes 100% of the gates active after it;
+2. the untouched starter fails every gate (no gate is free);
+3. every mutant (``<mutants>/<gate>/<name>.patch``, a small regression of the final
    reference) fails the gate it is filed under. A mutant caught on one seed and missed on
    another is a failed finding of its own kind (*seed-dependent*): the gate's verdict on that
    regression depends on the input draw;
-5. scoring the final reference three times on the first seed gives identical outcomes
+4. scoring the final reference three times on the first seed gives identical outcomes
    (determinism).
 
 Each (snapshot, seed) pair is one scoring in its own scorer container; ``jobs`` of them run at
-once.
+once. A marathon with a placeholder left (a fresh ``marathon new`` skeleton) is not scored.
 """
 
 from __future__ import annotations
@@ -26,29 +28,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from benchmark.errors import MarathonError
 from benchmark.marathon import Marathon
-from benchmark.scorer import CheckResult, Outcome, ScorerLimits, list_checks, score, scorer_processes
-
-MIN_CHECKS_PER_GATE = 3
+from benchmark.scorer import CheckResult, Outcome, ScorerLimits, score, scorer_processes
+from benchmark.structure import Finding, structure
 
 #: The seeds ``marathon validate`` and ``marathon mutate`` score on unless told otherwise.
 DEFAULT_SEEDS = (0, 1, 2)
-
-
-class Finding(BaseModel):
-    """One validation item: what was checked, whether it held, and why not."""
-
-    item: str
-    """What was checked, e.g. ``reference e2 passes its active gates`` or
-    ``mutant privacy/raw_rejects fails its gate``."""
-    ok: bool
-    """Whether the expectation held on every seed."""
-    detail: str = ""
-    """Outcome summary, e.g. ``14/14 checks passed on seeds 0, 1, 2`` or the first unexpected
-    result with its seed."""
 
 
 def scoring_limits(jobs: int) -> ScorerLimits:
@@ -165,6 +151,9 @@ def validate(marathon: Marathon, *, image: str, seeds: Sequence[int] = DEFAULT_S
              scored: Callable[[], None] = lambda: None) -> list[Finding]:
     """Run every validation step on every seed; return one :class:`Finding` per item.
 
+    The structural findings (:func:`~benchmark.structure.structure`) come first; when a part is
+    still a placeholder, nothing is scored and only they are returned.
+
     Args:
         marathon: the loaded marathon.
         image: scorer image tag.
@@ -187,18 +176,14 @@ def validate(marathon: Marathon, *, image: str, seeds: Sequence[int] = DEFAULT_S
         progress(f)
 
     last = marathon.episode_ids[-1]
-    for gate in marathon.gate:
-        checks = list_checks(marathon, [gate])
-        untagged = [c.check for c in checks if c.tag is None]
-        ok = len(checks) >= MIN_CHECKS_PER_GATE and not untagged
-        detail = f"{len(checks)} checks" + (f"; untagged: {', '.join(untagged)}" if untagged else "")
-        note(Finding(item=f"gate {gate.name} declares checks", ok=ok, detail=detail))
+    shape = structure(marathon)
+    for f in shape.findings:
+        note(f)
+    if not shape.scorable:
+        return findings
 
     patches = sorted(marathon.mutants.glob("*/*.patch")) if marathon.mutants else []
     gate_names = {g.name for g in marathon.gate}
-    for gate in marathon.gate:
-        n = sum(p.parent.name == gate.name for p in patches)
-        note(Finding(item=f"gate {gate.name} has mutants", ok=n >= 2, detail=f"{n} mutants"))
 
     limits = scoring_limits(jobs)
     with tempfile.TemporaryDirectory(prefix="marathon-validate-") as tmp:
@@ -244,7 +229,7 @@ def validate(marathon: Marathon, *, image: str, seeds: Sequence[int] = DEFAULT_S
 
 
 def scoring_count(marathon: Marathon, seeds: Sequence[int]) -> int:
-    """How many scorings :func:`validate` runs: references, starter and mutants on every seed,
-    plus two repeats of the final reference."""
+    """How many scorings :func:`validate` runs on a marathon without placeholders: references,
+    starter and mutants on every seed, plus two repeats of the final reference."""
     patches = list(marathon.mutants.glob("*/*.patch")) if marathon.mutants else []
     return (len(marathon.episodes) + 1 + len(patches)) * len(seeds) + 2

@@ -82,15 +82,16 @@ def test_local_ray_run_matches_a_local_run_and_stops_its_nodes(tmp_path: Path, i
     assert _ray_processes() == before  # the throwaway cluster's nodes are gone
 
 
-def test_ledger_smoke_on_ray(tmp_path: Path, images, cluster):
-    """The smoke experiment's ledger marathon (2 episodes) on a cluster given by its address."""
+def test_smoke_experiment_on_ray(tmp_path: Path, images, cluster):
+    """The smoke experiment (every marathon, 2 episodes each) on a cluster given by its address."""
     config = load_config(Path(ROOT / "experiment-smoke.toml"), {
         "arms": ("prompt-only",), "replicates": 1, "episodes": 2, "out": tmp_path,
         "run_id": unique_run_id("ray-ledger"), "ray": cluster.address})
     outcome = start_run(config, display=False, console=Console(file=io.StringIO()))
     assert outcome.status == "complete"
     eps = pd.read_parquet(outcome.run_dir / "episodes.parquet")
-    assert len(eps) == 2 * 2 and not eps.duplicated(KEYS["episodes"]).any()
+    assert len(config.marathons) >= 2  # the smoke experiment covers every marathon
+    assert len(eps) == len(config.marathons) * 2 * 2 and not eps.duplicated(KEYS["episodes"]).any()
     assert (eps[eps.agent == "oracle"].score == 1.0).all() and (eps[eps.agent == "nop"].score == 0.0).all()
 
 

@@ -86,8 +86,48 @@ def test_example_experiment_loads():
     trials = plan_trials(config, "run", "ledger", {"claude-code": True})
     assert len(trials) == 4 * 2 and {t.model for t in trials} == {"scripted/forgetful"}
     smoke = load_config(root / "experiment-smoke.toml", {})
-    trials = plan_trials(smoke, "run", "ledger", {"oracle": False, "nop": False})
-    assert len(trials) == 4 * 2 * 2
+    every = sorted(p.parent.name for p in (root / "episodes").glob("*/marathon.toml"))
+    assert sorted(smoke.marathons) == every  # the smoke run covers every marathon of the suite
+    trials = plan_trials(smoke, "run", smoke.marathons, {"oracle": False, "nop": False})
+    assert len(trials) == len(every) * 4 * 2 * 2
+
+
+def test_suite_and_modes_are_planned_with_readable_unique_ids(tmp_path: Path):
+    f = tmp_path / "exp.toml"
+    f.write_text('marathons = ["ledger", "relay"]\nmode = "both"\narms = ["prompt-only"]\n'
+                 'agents = ["oracle"]\nreplicates = 2\n')
+    config = load_config(f, {})
+    trials = plan_trials(config, "run", ["ledger", "relay"], {"oracle": False})
+    assert len(trials) == 2 * 2 * 2 and len({t.trial_id for t in trials}) == 8
+    assert "relay.prompt-only.oracle.none.none.r2.isolated" in {t.trial_id for t in trials}
+    assert {(t.marathon, t.mode) for t in trials} == {
+        (m, mode) for m in ("ledger", "relay") for mode in ("cumulative", "isolated")}
+    for r in (1, 2):  # one seed per replicate across marathons and modes
+        assert len({t.seed for t in trials if t.replicate == r}) == 1
+    # one marathon, cumulative: the plain ids of earlier harness versions
+    one = load_config(None, {"marathon": "ledger", "arms": ("prompt-only",), "agents": ("oracle",)})
+    assert one.marathons == ["ledger"] and one.mode == "cumulative"
+    assert [t.trial_id for t in plan_trials(one, "run", "ledger", {"oracle": False})] == [
+        "prompt-only.oracle.none.none.r1"]
+    # flags replace the file's marathons; the old key still reads
+    assert load_config(f, {"marathons": ("relay",)}).marathons == ["relay"]
+    f.write_text('marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\n')
+    assert load_config(f, {}).marathons == ["ledger"]
+
+
+@pytest.mark.parametrize("text, overrides, expected", [
+    ('marathon = "ledger"\nmarathons = ["relay"]\narms = ["a"]\nagents = ["oracle"]\n', {},
+     "give marathon or marathons, not both"),
+    ('marathons = ["ledger", "ledger"]\narms = ["a"]\nagents = ["oracle"]\n', {},
+     "exp.toml: marathons: marathon 'ledger' given twice"),
+    ('marathons = ["ledger"]\narms = ["a"]\nagents = ["oracle"]\n', {"mode": "sideways"},
+     "--mode: Input should be 'cumulative', 'isolated' or 'both'"),
+])
+def test_bad_suite_config(tmp_path: Path, text: str, overrides: dict, expected: str):
+    f = tmp_path / "exp.toml"
+    f.write_text(text)
+    with pytest.raises(MarathonError, match=expected):
+        load_config(f, overrides)
 
 
 BASE = 'marathon = "ledger"\narms = ["a"]\nagents = ["oracle"]\n'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 import uuid
@@ -145,6 +146,20 @@ def test_snapshot_files_cannot_influence_the_runner(tmp_path, answer, scorer_ima
     })
     results = score(snap, answer, "e1", seed=1, image=scorer_image)
     assert _outcomes(results)["test_prints_42"] == Outcome.failed
+
+
+@pytest.mark.docker
+def test_each_runner_process_keeps_its_checks_below_its_own_temporary_directory(tmp_path, answer,
+                                                                                 scorer_image):
+    """No directory above a product's working directory is shared with (and so changed by) the
+    other pytest process: under pytest's shared ``/tmp/pytest-of-root`` a process starting up
+    made that directory 0700 again while the other process's product ran below it, and the
+    product's imports failed at random (a reference scored red about once in 30 scorings)."""
+    snap = _snapshot(tmp_path, "import os; print(os.getcwd())")
+    results = score(snap, answer, "e1", seed=1, image=scorer_image, limits=ScorerLimits(processes=2))
+    message = {r.check: r for r in results}["test_prints_42"].message
+    cwds = re.findall(r"/tmp/[\w/-]+/workspace", message)  # the product's output, in full
+    assert cwds and all(re.fullmatch(r"/tmp/marathon-checks-[01]/\w+/workspace", c) for c in cwds), message
 
 
 @pytest.mark.docker

@@ -19,8 +19,9 @@ def test_validate_reports_each_finding(answer, scorer_image):
     assert findings["mutant answer/print41 fails its gate"].ok
     # A mutant that regresses nothing, and a check without a tag, are findings, not passes.
     assert not findings["mutant answer/comment_only fails its gate"].ok
-    assert not findings["gate answer declares checks"].ok
-    assert "untagged: test_untagged_check" in findings["gate answer declares checks"].detail
+    checks = findings["gate answer has at least 3 checks, each tagged genuine or contract"]
+    assert not checks.ok
+    assert "untagged: test_untagged_check" in checks.detail
     assert findings["scoring is deterministic (3 scorings of the final reference)"].ok
 
 

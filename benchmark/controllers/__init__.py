@@ -1,4 +1,4 @@
-"""The controller registry: names (``single``, ``feedback-retry``, ``governed``) to
+"""The controller registry: names (``single``, ``feedback-retry``, ``governed``, ``human``) to
 :class:`~benchmark.controllers.base.Controller` classes (rules in ``docs/arms.md``).
 
 :func:`check_controller` validates an arm's controller when the arm is loaded, so a bad preset
@@ -22,9 +22,20 @@ PLANNED: dict[str, str] = {}
 def _registry() -> dict[str, type["Controller"]]:
     from benchmark.controllers.feedback_retry import FeedbackRetryController
     from benchmark.controllers.governed import GovernedController
+    from benchmark.controllers.human import HumanOperatorController
     from benchmark.controllers.single import SingleController
 
-    return {c.name: c for c in (SingleController, FeedbackRetryController, GovernedController)}
+    return {c.name: c for c in (SingleController, FeedbackRetryController, GovernedController,
+                                HumanOperatorController)}
+
+
+def controller_class(name: str) -> type["Controller"]:
+    """The class of the registered controller ``name``.
+
+    Raises:
+        KeyError: no such controller (arms are validated when loaded).
+    """
+    return _registry()[name]
 
 
 def controller_enforces_budget(name: str) -> bool:

@@ -152,6 +152,23 @@ class Controller(ABC):
     ``arm.max_attempts``)."""
     enforces_budget: ClassVar[bool] = False
     """Whether the controller enforces the arm's usage budget (``arm.budget``)."""
+    uses_terminal: ClassVar[bool] = False
+    """Whether the controller attaches an operator's terminal (then the run has no live
+    progress display)."""
+
+    @classmethod
+    def check_plan(cls, arm: Arm, jobs: int, agents: list[str]) -> None:
+        """Refuse, before any container starts, a run this controller cannot serve (default:
+        accept every run).
+
+        Raises:
+            MarathonError: one line naming the arm and the flag at fault.
+        """
+
+    def steering_rows(self, episode: str) -> list:
+        """Rows of ``steering.parquet`` for a finished episode (the ``human`` controller's;
+        none for the others)."""
+        return []
 
     def __init__(self, arm: Arm):
         self.arm = arm

@@ -226,6 +226,11 @@ class GovernedController(Controller):
         cap.contract.append(ContractItem(episode=episode.id, title=episode.title,
                                          criteria=acceptance_criteria(brief), gates=activated))
         start_commit = trial.sandbox.head()
+        if trial.keys.mode == "isolated" and index > 1 and start_commit:
+            # The episode starts from the previous episode's reference (green by construction):
+            # a rollback returns there, never to the agent's own earlier workspace.
+            cap.last_green_commit = start_commit
+            cap.last_green_episode = marathon.episode_ids[index - 2]
         cap.episodes.append(EpisodeState(episode=episode.id, index=index, status="in_progress",
                                          started_at=utcnow(), start_commit=start_commit))
         ledger.append("episode_started", episode=episode.id, snapshot=start_commit,

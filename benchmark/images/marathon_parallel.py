@@ -10,7 +10,8 @@ the launcher itself runs with it) with the same arguments, each writing
 (128 + S for a process killed by signal S). Each process runs the checks it is first to claim
 (see ``marathon_claim``), so every check runs once, in one process, and appears in one report.
 Every ``{worker}`` in PYTEST_ARGS becomes K in process K's arguments (e.g. its own
-``--runner-dir``). With ``--product-uid BASE``, process K runs the product as uid ``BASE + K``
+``--runner-dir``); process K keeps its checks' temporary directories under its own
+``--basetemp`` (``TMPDIR/marathon-checks-K``), never under a directory another process changes. With ``--product-uid BASE``, process K runs the product as uid ``BASE + K``
 (``MARATHON_PRODUCT_UID``, see ``marathon_product``): concurrent checks' products cannot signal
 each other, and killing every process of one uid after a check spares the other process's
 check. As the container's PID 1 it also reaps every orphaned process (a product's daemon),
@@ -65,9 +66,15 @@ def main(argv: list[str]) -> int:
             env = dict(os.environ)
             if base_uid is not None:
                 env["MARATHON_PRODUCT_UID"] = str(base_uid + k)
+            # Each process gets its own base temporary directory: under pytest's shared default
+            # (/tmp/pytest-of-USER) a process starting up makes that directory 0700 again while
+            # another process's product is running below it, and the product (another uid)
+            # loses access to its own working directory for a moment (imports fail at random).
+            basetemp = Path(tempfile.gettempdir()) / f"marathon-checks-{k}"
             pids.add(subprocess.Popen(
                 [sys.executable, *isolated, "-m", "pytest", "-p", "marathon_claim",
                  f"--claim-dir={claims}", f"--junitxml={report_dir / f'junit-{k}.xml'}",
+                 f"--basetemp={basetemp}",
                  *(arg.replace("{worker}", str(k)) for arg in pytest_args)],
                 env=env).pid)
         codes = _wait_all(pids)

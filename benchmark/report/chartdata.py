@@ -87,7 +87,11 @@ def gate_status(results: Results) -> pd.DataFrame:
                         "green": green.to_numpy()})
     keys = results.trials[["uid"] + GROUP_KEYS + ["seed"]]
     out = out.merge(keys, on="uid", how="left")
-    out["episode_index"] = out["episode"].map(episode_index(results)).astype("int64")
+    index = pd.DataFrame([(m, e, i + 1) for m, eps in results.marathons.items()
+                          for i, e in enumerate(eps)],
+                         columns=["marathon", "episode", "episode_index"])
+    out = out.merge(index, on=["marathon", "episode"], how="left")
+    out["episode_index"] = out["episode_index"].astype("int64")
     return out[cols]
 
 

@@ -67,9 +67,10 @@ def _configs(frame: pd.DataFrame) -> list[tuple]:
 
 
 def _config_label(config: tuple) -> str:
-    _, model, effort, agent = config
+    _, model, effort, agent, mode = config
     label = f"agent {agent}, model {model}"
-    return label + (f", effort {effort}" if effort != "none" else "")
+    return (label + (f", effort {effort}" if effort != "none" else "")
+            + (f", {mode}" if mode != "cumulative" else ""))
 
 
 def _select(frame: pd.DataFrame, config: tuple) -> pd.DataFrame:
@@ -345,6 +346,56 @@ def plot_token_audit(tokens: pd.DataFrame, ctx: ChartContext) -> Figure:
         ax_c.set_title(f"cost: {_config_label(config)}", fontsize=10)
     return _finish(fig, ctx, "token audit (tokens by kind and cost per arm)", _models(tokens),
                    _n_text(tokens))
+
+
+def plot_debt(debt: pd.DataFrame, ctx: ChartContext) -> Figure:
+    """Debt per episode: isolated minus cumulative score on the same seeds, one line per arm
+    with its paired bootstrap interval as error bars; one panel per agent x model x effort.
+    Above 0: the episode scored higher when started from the previous reference than from
+    the agent's own workspace.
+
+    Args:
+        debt: :func:`benchmark.report.debt.debt_table` of one marathon.
+    """
+    keys = ["model", "effort", "agent"]
+    configs = (list(debt[keys].drop_duplicates().sort_values(keys).itertuples(index=False, name=None))
+               if len(debt) else []) or [None]
+    ncols = min(3, len(configs))
+    nrows = -(-len(configs) // ncols)
+    fig, axes = _new_figure(nrows, ncols, 5.5, 3.8)
+    colors = _colors(ctx)
+    for i, ax in enumerate(axes.flat):
+        if i >= len(configs):
+            ax.set_visible(False)
+            continue
+        ax.set_xticks(np.arange(1, len(ctx.episodes) + 1), ctx.episodes)
+        ax.set_ylim(-1.05, 1.05)
+        ax.axhline(0, color="#888888", lw=0.8)
+        ax.set_xlabel("episode")
+        ax.set_ylabel("debt: isolated - cumulative score\n(same seeds, -1..1)")
+        ax.grid(alpha=0.3)
+        if configs[i] is None:
+            _empty(fig, ax, "no pairs of isolated and cumulative trials")
+            continue
+        model, effort, agent = configs[i]
+        sub = debt[(debt["model"] == model) & (debt["effort"] == effort) & (debt["agent"] == agent)]
+        arms = [a for a in ctx.arms if a in set(sub["arm"])]
+        width = 0.08 * (len(arms) - 1)
+        for j, arm in enumerate(arms):
+            d = sub[sub["arm"] == arm].sort_values("episode_index")
+            x = d["episode_index"].to_numpy(dtype=float) + (j * 0.08 - width / 2)
+            y = d["debt"].to_numpy(dtype=float)
+            err = np.vstack([y - d["ci_low"].to_numpy(dtype=float), d["ci_high"].to_numpy(dtype=float) - y])
+            ax.errorbar(x, y, yerr=np.clip(err, 0, None), marker="o", capsize=3, color=colors[arm],
+                        label=f"{arm} (pairs={int(d['pairs'].max())})")
+        ax.set_title(_config_label(("", model, effort, agent, "cumulative")), fontsize=10)
+        ax.legend(loc="best", fontsize=8, title="arm (bars: paired bootstrap 95% CI)",
+                  title_fontsize=8)
+    n = debt["pairs"] if len(debt) else pd.Series(dtype="int64")
+    n_text = ("no pairs" if n.empty else f"pairs per arm: {int(n.min())}" if n.min() == n.max()
+              else f"pairs per arm: {int(n.min())}-{int(n.max())}")
+    return _finish(fig, ctx, "debt (isolated minus cumulative score per episode)",
+                   _models(debt), n_text)
 
 
 def save_figure(fig: Figure, out_dir: Path, name: str, dpi: int = 150) -> list[Path]:

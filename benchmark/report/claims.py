@@ -41,9 +41,10 @@ def check_tags(results: Results) -> pd.DataFrame:
     checks = results.only_included(results.checks)
     if checks.empty:
         return pd.DataFrame(columns=GROUP_KEYS + ["tag", "checks", "passed", "share"])
-    last = results.episodes[-1]
+    last = pd.DataFrame({"marathon": list(results.marathons),
+                         "episode": [e[-1] for e in results.marathons.values()]})
     eps = results.only_included(results.episode_rows)
-    eps = eps.loc[eps["episode"] == last, ["uid", "episode", "attempts"]]
+    eps = eps.merge(last, on=["marathon", "episode"])[["uid", "episode", "attempts"]]
     final = checks.merge(eps, on=["uid", "episode"], how="inner")
     final = final[final["attempt"] == final["attempts"]]
     final = final.assign(tag=final["tag"].fillna("untagged"),
@@ -85,12 +86,42 @@ def models_and_versions(results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "agent", "api_models", "agent_cli", "kind"])
 
 
+def operator_lines(results: Results) -> list[str]:
+    """Claim-boundary lines for trials steered by a human operator (none without any): each
+    operator by pseudonymous id with the arms and trials they steered, and why such trials are
+    not blinded replicates."""
+    s = results.steering
+    if s.empty:
+        return []
+    s = s.assign(uid=s["run_id"].astype(str) + "/" + s["trial_id"].astype(str))
+    lines = []
+    for operator, rows in s.groupby("operator", sort=True):
+        arms = ", ".join(sorted(set(map(str, rows["arm"]))))
+        trials = rows["uid"].nunique()
+        minutes = rows["steering_s"].sum() / 60
+        lines.append(f"- **Human operator** `{operator}` (a pseudonymous id: a hash of the id the "
+                     f"operator gave) steered {trials} trial{'s' * (trials != 1)} of arm {arms}: "
+                     f"{minutes:.1f} active steering minutes, {int(rows['prompts'].sum())} "
+                     f"prompts, {int(rows['shell_commands'].sum())} shell commands.")
+    lines.append("- **Human trials are not blinded replicates**: the operator knows the arm, "
+                 "reads every brief and self-check, and learns across episodes and trials, so "
+                 "replicates of one operator are not independent draws, and figures depend on "
+                 "the person; compare them with automated arms as a case, not as a sample.")
+    return lines
+
+
 def claim_boundary_markdown(results: Results) -> str:
     """The claim-boundary section of report.md (Markdown, starting with a level-2 heading)."""
     lines = ["## Claim boundary", ""]
-    r0 = results.runs[0]
-    lines.append(f"- Marathon `{results.marathon}`, content hash `{r0.marathon_hash[:16]}`, "
-                 f"episodes {', '.join(results.episodes)}.")
+    for name, episodes in results.marathons.items():
+        ref = next(r.marathons[name] for r in results.runs if name in r.marathons)
+        lines.append(f"- Marathon `{name}`, content hash `{ref.hash[:16]}`, "
+                     f"episodes {', '.join(episodes)}.")
+    modes = results.modes()
+    if "isolated" in modes:
+        lines.append("- **Isolated mode**: trials with mode `isolated` start every episode from the "
+                     "reference solution of the previous one; they measure each episode without "
+                     "accumulated debt, not a marathon an agent played through.")
     for run in results.runs:
         commit = (run.git_commit or "unknown")[:12] + (" (dirty)" if run.git_dirty else "")
         lines.append(f"- Run `{run.run_id}`: harness {run.harness_version}, commit {commit}, "
@@ -108,6 +139,7 @@ def claim_boundary_markdown(results: Results) -> str:
         lines.append(f"- **No model**: agents {', '.join(nomodel)} call no model (oracle copies "
                      "the reference solution, nop changes nothing); they calibrate the gates "
                      "and say nothing about any model.")
+    lines += operator_lines(results)
     lines += ["", "### Models and versions", "", to_markdown(models_and_versions(results))]
     lines += ["### Excluded trials", ""]
     ex = excluded_trials(results)
@@ -121,7 +153,8 @@ def claim_boundary_markdown(results: Results) -> str:
     if len(tags):
         wide = tags.assign(cell=[f"{p}/{c} ({fmt_share(s)})" for p, c, s in
                                  zip(tags["passed"], tags["checks"], tags["share"])])
-        wide = (wide.pivot_table(index=GROUP_KEYS[1:], columns="tag", values="cell",
+        wide = (wide.pivot_table(index=GROUP_KEYS[0 if len(results.marathons) > 1 else 1:],
+                                 columns="tag", values="cell",
                                  aggfunc="first", observed=True)
                 .reset_index().fillna("n/a"))
         wide.columns.name = None

@@ -1,8 +1,10 @@
 """Read one or more run directories into one set of data frames (:class:`Results`).
 
 Only the consolidated Parquet tables and ``manifest.json`` are read (no artifacts). Several runs
-combine (e.g. one run per model) when they ran the same marathon version: the manifests'
-``marathon`` and ``marathon_hash`` must agree, else :class:`MarathonError` names the runs.
+combine (e.g. one run per model, or runs of different marathons: a suite) when every marathon
+they share is the same version (content hash) and plays the same episodes, else
+:class:`MarathonError` names the runs. Tables written before the ``mode`` key get
+``mode = cumulative``.
 
 Every frame gets a ``uid`` column (``<run_id>/<trial_id>``), unique over the combined runs.
 Trials that did not finish every episode are *excluded* (``trials.included`` is False): they
@@ -17,17 +19,20 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from benchmark.errors import MarathonError
 from benchmark.records import SCHEMA_VERSION, TABLES, arrow_schema
 from benchmark.rundir import live_status, resume_hint
 
 #: Columns that identify a compared group: one row of the summary table.
-GROUP_KEYS = ["marathon", "model", "effort", "agent", "arm"]
+GROUP_KEYS = ["marathon", "model", "effort", "agent", "mode", "arm"]
 
 #: Columns of a *configuration* (everything but the arm): arms are compared within one.
-CONFIG_KEYS = ["marathon", "model", "effort", "agent"]
+CONFIG_KEYS = ["marathon", "model", "effort", "agent", "mode"]
+
+#: Mode of trials in tables written before the ``mode`` key.
+DEFAULT_MODE = "cumulative"
 
 #: Agents that call no model; their results are simulations of an agent, not of a model.
 NO_MODEL_AGENTS = ("oracle", "nop")
@@ -55,6 +60,17 @@ _CHECK_COLUMNS = ["run_id", "trial_id", "marathon", "arm", "agent", "model", "ef
                   "tag", "outcome"]
 
 
+class MarathonRef(BaseModel):
+    """One marathon of a run: its content hash and the episodes the run played."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hash: str
+    """SHA-256 over the marathon's files and gates."""
+    episodes: list[str]
+    """Episode ids played, in order."""
+
+
 class RunInfo(BaseModel):
     """What the report needs from one run's ``manifest.json`` (other fields are ignored, so
     manifests that gain fields still load)."""
@@ -78,7 +94,12 @@ class RunInfo(BaseModel):
     marathon_hash: str
     """SHA-256 over the marathon's files and gates."""
     episodes: list[str]
-    """Episode ids, in order."""
+    """Episode ids, in order (of the first marathon)."""
+    marathons: dict[str, MarathonRef] = {}
+    """Marathon name -> hash and episodes; filled from ``marathon``, ``marathon_hash`` and
+    ``episodes`` for manifests of harness versions before suites."""
+    protocol: dict | None = None
+    """The protocol the run was started from (name, path, sha256), if any."""
     arm_hashes: dict[str, str] = {}
     """Arm name -> SHA-256 of its configuration."""
     images: dict = {}
@@ -98,6 +119,13 @@ class RunInfo(BaseModel):
     ended_at: str | None = None
     """End of the run (UTC, ISO 8601), when it ended."""
 
+    @model_validator(mode="after")
+    def _one_marathon(self) -> "RunInfo":
+        if not self.marathons:
+            self.marathons = {self.marathon: MarathonRef(hash=self.marathon_hash,
+                                                         episodes=self.episodes)}
+        return self
+
 
 class Results(BaseModel):
     """The records of one or more runs of one marathon version, as pandas frames.
@@ -111,9 +139,12 @@ class Results(BaseModel):
     runs: list[RunInfo]
     """One entry per run directory, in the order given."""
     marathon: str
-    """Marathon name, common to every run."""
+    """Marathon name; several joined by ``+`` (a suite: see :attr:`marathons`)."""
     episodes: list[str]
-    """Episode ids of the marathon, in order."""
+    """Episode ids of the (first) marathon, in order."""
+    marathons: dict[str, list[str]] = {}
+    """Marathon name -> its episode ids in order, for every marathon of the records, in the
+    order the runs name them."""
     arms: list[str]
     """Arm names in the order of the runs' configurations (then any others, sorted)."""
     trials: pd.DataFrame
@@ -126,6 +157,27 @@ class Results(BaseModel):
     """checks.parquet rows without ``message`` (one per trial x episode x attempt x check)."""
     usage: pd.DataFrame
     """usage.parquet rows (one per usage figure; empty for agents that use no model)."""
+    steering: pd.DataFrame = pd.DataFrame()
+    """steering.parquet rows (one per episode of a human-operator trial; empty otherwise, and
+    for runs written before the table existed)."""
+
+    def for_marathon(self, name: str) -> "Results":
+        """The records of one marathon alone (its runs, trials and rows; arms it has)."""
+        def only(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[frame["marathon"] == name].reset_index(drop=True)
+        trials = only(self.trials)
+        present = set(trials["arm"].astype(str))
+        return Results(runs=[r for r in self.runs if name in r.marathons], marathon=name,
+                       episodes=list(self.marathons[name]), marathons={name: self.marathons[name]},
+                       arms=[a for a in self.arms if a in present], trials=trials,
+                       episode_rows=only(self.episode_rows), attempts=only(self.attempts),
+                       checks=only(self.checks), usage=only(self.usage))
+
+    def modes(self) -> list[str]:
+        """Modes of the records (``cumulative`` first)."""
+        found = set(self.trials["mode"].astype(str))
+        return [m for m in ("cumulative", "isolated") if m in found] + sorted(
+            found - {"cumulative", "isolated"})
 
     def included_uids(self) -> pd.Index:
         """``uid`` of every included (complete) trial."""
@@ -220,25 +272,28 @@ def _exclusion_reasons(trials: pd.DataFrame, run: RunInfo, failures: dict[str, s
 
 
 def check_compatible(runs: list[RunInfo]) -> None:
-    """Refuse runs that cannot be combined.
+    """Refuse runs that cannot be combined. Runs of different marathons combine (a suite);
+    runs that share a marathon must share its version and episodes.
 
     Raises:
-        MarathonError: two runs share a run id, the runs used different marathons or
-            marathon versions (``marathon_hash``), or played different episodes (a run's
-            ``episodes`` limit); the message names every run and version.
+        MarathonError: two runs share a run id, two runs played different versions of one
+            marathon (content hash), or different episodes of it (a run's ``episodes``
+            limit); the message names every such run and version.
     """
     ids = [r.run_id for r in runs]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise MarathonError(f"the same run is given twice: {', '.join(dupes)}")
-    versions = {(r.marathon, r.marathon_hash) for r in runs}
-    if len(versions) > 1:
-        names = ", ".join(f"{r.run_id} ({r.marathon} {r.marathon_hash[:12]})" for r in runs)
-        raise MarathonError(f"runs of different marathon versions cannot be combined: {names}")
-    plays = {tuple(r.episodes) for r in runs}
-    if len(plays) > 1:
-        names = ", ".join(f"{r.run_id} ({', '.join(r.episodes)})" for r in runs)
-        raise MarathonError(f"runs that play different episodes cannot be combined: {names}")
+    names = list(dict.fromkeys(m for r in runs for m in r.marathons))
+    for name in names:
+        having = [r for r in runs if name in r.marathons]
+        if len({r.marathons[name].hash for r in having}) > 1:
+            listed = ", ".join(f"{r.run_id} ({name} {r.marathons[name].hash[:12]})" for r in having)
+            raise MarathonError(f"runs of different marathon versions cannot be combined: {listed}")
+        if len({tuple(r.marathons[name].episodes) for r in having}) > 1:
+            listed = ", ".join(f"{r.run_id} ({name}: {', '.join(r.marathons[name].episodes)})"
+                               for r in having)
+            raise MarathonError(f"runs that play different episodes cannot be combined: {listed}")
 
 
 def load_runs(run_dirs: list[Path] | list[str] | Path | str) -> Results:
@@ -268,6 +323,9 @@ def load_runs(run_dirs: list[Path] | list[str] | Path | str) -> Results:
         for table in TABLES:
             df = _read_table(d, table)
             df["uid"] = df["run_id"].astype(str) + "/" + df["trial_id"].astype(str)
+            if "mode" not in df.columns:  # written before the mode key
+                df.insert(df.columns.get_loc("effort") + 1 if "effort" in df.columns else len(df.columns),
+                          "mode", DEFAULT_MODE)
             if table == "trials":
                 df["excluded_reason"] = _exclusion_reasons(df, run, _failure_reasons(d)).to_numpy()
             frames[table].append(df)
@@ -288,6 +346,12 @@ def load_runs(run_dirs: list[Path] | list[str] | Path | str) -> Results:
                 arms.append(name)
     arms += sorted(set(trials["arm"].astype(str)) - set(arms))
     arms = [a for a in arms if a in set(trials["arm"].astype(str))]
-    return Results(runs=runs, marathon=runs[0].marathon, episodes=list(runs[0].episodes),
-                   arms=arms, trials=trials, episode_rows=tables["episodes"],
-                   attempts=tables["attempts"], checks=tables["checks"], usage=tables["usage"])
+    marathons: dict[str, list[str]] = {}
+    for run in runs:
+        for name, ref in run.marathons.items():
+            marathons.setdefault(name, list(ref.episodes))
+    first = next(iter(marathons))
+    return Results(runs=runs, marathon="+".join(marathons), episodes=list(marathons[first]),
+                   marathons=marathons, arms=arms, trials=trials, episode_rows=tables["episodes"],
+                   attempts=tables["attempts"], checks=tables["checks"], usage=tables["usage"],
+                   steering=tables["steering"])

@@ -54,7 +54,7 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
     k = int(summary["k"].iloc[0]) if len(summary) else 1
     out = pd.DataFrame({
         "model": summary["model"], "effort": summary["effort"], "agent": summary["agent"],
-        "arm": summary["arm"],
+        "mode": summary["mode"], "arm": summary["arm"],
         "replicates": [f"{r} ({e} excluded)" if e else f"{r}"
                        for r, e in zip(summary["replicates"], summary["excluded"])],
         "full passes [Wilson 95%]": [
@@ -72,12 +72,24 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
             f"{fmt_int(t)}; {fmt_num(m)}" for t, m in
             zip(summary["recovery_attempts"].fillna(0), summary["recovery_per_trial"])],
     })
+    _marathon_column(out, summary)
     if "rollbacks" in summary.columns:
         out["rollbacks"] = [fmt_int(x) for x in summary["rollbacks"].fillna(0)]
     if "self_checks" in summary.columns and summary["self_checks"].fillna(0).any():
         out["self-checks (total; red = in-episode recoveries)"] = [
             f"{fmt_int(t)}; {fmt_int(r)}" for t, r in
             zip(summary["self_checks"].fillna(0), summary["self_check_recoveries"].fillna(0))]
+    if "steering_min" in summary.columns:  # groups steered by a human operator
+        human = summary["steering_min"].notna()
+        out["operator steering min (total; per trial)"] = [
+            f"{fmt_num(t, 1)}; {fmt_num(m, 1)}" if h else "-" for h, t, m in
+            zip(human, summary["steering_min"], summary["steering_min_per_trial"])]
+        out["interventions (prompts; shell commands)"] = [
+            f"{fmt_int(p)}; {fmt_int(c)}" if h else "-" for h, p, c in
+            zip(human, summary["prompts"], summary["shell_commands"])]
+        out["files edited (operator; agent)"] = [
+            f"{fmt_int(o)}; {fmt_int(a)}" if h else "-" for h, o, a in
+            zip(human, summary["files_operator"], summary["files_agent"])]
     for col, name in [("input_tokens", "input tok"), ("output_tokens", "output tok"),
                       ("cache_write_tokens", "cache write tok"),
                       ("cache_read_tokens", "cache read tok")]:
@@ -87,11 +99,18 @@ def summary_markdown(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _marathon_column(out: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """Put the marathon first when ``frame`` holds rows of several marathons (a suite)."""
+    if "marathon" in frame.columns and frame["marathon"].nunique() > 1:
+        out.insert(0, "marathon", frame["marathon"].to_numpy())
+    return out
+
+
 def comparisons_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
     """The comparisons table formatted for reading."""
-    return pd.DataFrame({
+    return _marathon_column(pd.DataFrame({
         "model": comparisons["model"], "effort": comparisons["effort"],
-        "agent": comparisons["agent"],
+        "agent": comparisons["agent"], "mode": comparisons["mode"],
         "arms (a vs b)": comparisons["arm_a"] + " vs " + comparisons["arm_b"],
         "pairs": comparisons["pairs"],
         "full passes a / b": [f"{a}/{n} vs {b}/{n}" for a, b, n in
@@ -102,4 +121,4 @@ def comparisons_markdown(comparisons: pd.DataFrame) -> pd.DataFrame:
                                    zip(comparisons["mean_a"], comparisons["mean_b"])],
         "Wilcoxon p": [fmt_p(p) for p in comparisons["wilcoxon_p"]],
         "note": comparisons["note"],
-    })
+    }), comparisons)

@@ -16,6 +16,10 @@ Sources:
 - Fisher's exact test (two-sided) on a 2x2 table: ``scipy.stats.fisher_exact``.
 - Wilcoxon signed-rank test on paired differences (zero differences dropped, Wilcoxon's
   method): ``scipy.stats.wilcoxon``.
+- Stratified bootstrap (pooled suite figures, marathon as a stratum): resampling within strata,
+  Efron and Tibshirani (1993), sec. 6.4; the estimate weighs every stratum equally.
+- Exact McNemar test on paired full passes: Q. McNemar (1947), Psychometrika 12(2); the
+  binomial test of the discordant pairs, ``scipy.stats.binomtest``.
 
 Here n is the number of complete replicates of a group and c the number of them with a full
 pass (final score == 1).
@@ -84,6 +88,24 @@ def bootstrap_mean_ci(values: np.ndarray, resamples: int = 10_000, confidence: f
         return math.nan, math.nan
     if n == 1 or np.all(values == values[0]):
         return float(values[0]), float(values[0])
+    means = resampled_means(values, resamples, rng)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def resampled_means(values: np.ndarray, resamples: int = 10_000,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """The means of ``resamples`` bootstrap resamples (with replacement, size n) of ``values``.
+
+    Args:
+        values: shape ``(n,)``, n >= 1.
+
+    Returns:
+        Shape ``(resamples,)``. Vectorised as in :func:`bootstrap_mean_ci`.
+    """
+    values = np.asarray(values, dtype=float)
+    n = values.size
     rng = rng if rng is not None else np.random.default_rng(0)
     distinct, counts = np.unique(values, return_counts=True)
     if distinct.size <= 64:
@@ -99,9 +121,47 @@ def bootstrap_mean_ci(values: np.ndarray, resamples: int = 10_000, confidence: f
             stop = min(resamples, start + chunk)
             idx = rng.integers(0, n, size=(stop - start, n), dtype=np.int32)
             means[start:stop] = values[idx].mean(axis=1)
+    return means
+
+
+def stratified_mean_ci(strata: list[np.ndarray], resamples: int = 10_000,
+                       confidence: float = 0.95,
+                       rng: np.random.Generator | None = None) -> tuple[float, float, float]:
+    """Stratified estimate of a mean and its stratified percentile bootstrap interval.
+
+    The estimate is the unweighted mean of the strata's means (every stratum, e.g. every
+    marathon, counts the same whatever its number of replicates); each bootstrap resample
+    draws every stratum's observations with replacement *within* the stratum (Efron and
+    Tibshirani 1993, sec. 6.4 and 13; the strata stay fixed), and the interval is the
+    percentile interval of the resampled estimates.
+
+    Args:
+        strata: one array of observations per stratum (e.g. final scores, or 0/1 full passes);
+            empty strata are left out.
+
+    Returns:
+        ``(estimate, low, high)``; all nan when no stratum has observations.
+    """
+    strata = [np.asarray(v, dtype=float) for v in strata if len(v)]
+    if not strata:
+        return math.nan, math.nan, math.nan
+    estimate = float(np.mean([v.mean() for v in strata]))
+    rng = rng if rng is not None else np.random.default_rng(0)
+    means = np.mean([resampled_means(v, resamples, rng) if v.size > 1 and np.any(v != v[0])
+                     else np.full(resamples, v[0]) for v in strata], axis=0)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
+    return estimate, float(low), float(high)
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Exact McNemar test (two-sided) on paired binary outcomes: the binomial test of the
+    discordant pairs ``a_only`` (a passes, b fails) against ``b_only`` with p = 1/2
+    (``scipy.stats.binomtest``). 1.0 without discordant pairs."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    return float(stats.binomtest(int(a_only), int(n), 0.5, alternative="two-sided").pvalue)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmark.experiment import derive_seed
 from benchmark.records import ROW_MODELS, SCHEMA_VERSION, TABLES, arrow_schema
 
 #: Gates of the synthetic marathon: name -> episode index (1-based) it becomes active in.
@@ -69,7 +70,9 @@ def _write(run_dir: Path, table: str, frame: pd.DataFrame) -> None:
 
 def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
                         run_id: str = "synthetic", incomplete_share: float = 0.005,
-                        marathon_hash: str = "synthetic-" + "0" * 54) -> Path:
+                        marathon_hash: str = "synthetic-" + "0" * 54, marathon: str = "ledger",
+                        modes: tuple[str, ...] = ("cumulative",),
+                        seed_base: int | None = None) -> Path:
     """Write one synthetic run directory ``out_dir/run_id`` and return it.
 
     Args:
@@ -78,6 +81,11 @@ def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
         run_id: the run id (and directory name).
         incomplete_share: share of trials left incomplete (they stop after 0-3 episodes).
         marathon_hash: the manifest's marathon hash (tests change it to test refusal).
+        marathon: the marathon's name (runs of different names combine into a suite).
+        modes: the trials' modes, spread like the arms (the same seeds in each); ``isolated``
+            trials have no decay of earlier gates with age (no accumulated debt).
+        seed_base: when given, replicate r has the seed a run with this seed base gives it
+            (:func:`benchmark.experiment.derive_seed`); else ``1000 + r``.
 
     Returns:
         The run directory (manifest.json and the five tables).
@@ -85,16 +93,20 @@ def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
     rng = np.random.default_rng(seed)
     run_dir = Path(out_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    T, E, M, A = trials, len(EPISODES), len(MODELS), len(ARMS)
+    T, E, M, A, D = trials, len(EPISODES), len(MODELS), len(ARMS), len(modes)
     t = np.arange(T)
-    model_i, arm_i, rep = t % M, (t // M) % A, t // (M * A) + 1
+    model_i, arm_i, mode_i, rep = t % M, (t // M) % A, (t // (M * A)) % D, t // (M * A * D) + 1
     base_p = 0.80 + 0.08 * model_i + 0.03 * arm_i  # per-gate pass probability of a trial
     keys = pd.DataFrame({
-        "run_id": run_id, "marathon": "ledger", "arm": np.array(ARMS)[arm_i],
+        "run_id": run_id, "marathon": marathon, "arm": np.array(ARMS)[arm_i],
         "agent": "synthetic", "model": np.array(MODELS)[model_i], "effort": "none",
-        "replicate": rep.astype(np.int64), "seed": (1000 + rep).astype(np.int64)})
+        "mode": np.array(modes)[mode_i],
+        "replicate": rep.astype(np.int64),
+        "seed": ((1000 + rep) if seed_base is None else
+                 np.array([derive_seed(seed_base, int(r)) for r in rep])).astype(np.int64)})
     keys.insert(1, "trial_id", keys["arm"] + ".synthetic." + keys["model"].str.replace("/", "-")
-                + ".none.r" + keys["replicate"].astype(str))
+                + ".none.r" + keys["replicate"].astype(str)
+                + np.where(keys["mode"] == "isolated", ".isolated", ""))
     done = np.full(T, E)
     bad = rng.random(T) < incomplete_share
     done[bad] = rng.integers(0, E, bad.sum())
@@ -120,6 +132,7 @@ def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
     offsets = np.concatenate([[0], np.cumsum([a.size for a in active])[:-1]])
     g_gate = g_idx[offsets[te_e[at_te[g_att]] - 1] + g_pos]
     age = te_e[at_te[g_att]] - gate_from[g_gate]
+    age = np.where(np.asarray(modes)[mode_i][te_t[at_te[g_att]]] == "isolated", 0, age)
     p = np.clip(base_p[te_t[at_te[g_att]]] * 0.97 ** age + 0.05 * (at_no[g_att] - 1), 0, 0.995)
     green = rng.random(g_att.size) < p
     c_gate = np.repeat(np.arange(g_att.size), CHECKS_PER_GATE)
@@ -203,10 +216,12 @@ def write_synthetic_run(out_dir: Path, trials: int = 10_000, seed: int = 0,
         _write(run_dir, name, frame)
     manifest = {
         "schema_version": SCHEMA_VERSION, "run_id": run_id, "harness_version": "synthetic",
-        "git_commit": None, "git_dirty": None, "synthetic": True, "marathon": "ledger",
+        "git_commit": None, "git_dirty": None, "synthetic": True, "marathon": marathon,
         "marathon_hash": marathon_hash, "episodes": EPISODES, "arm_hashes": {},
         "images": {}, "agent_cli_versions": {}, "simulated": True, "simulated_models": MODELS,
-        "config": {"marathon": "ledger", "arms": ARMS, "agents": ["synthetic"], "models": MODELS},
+        "config": {"marathons": [marathon], "mode": "both" if len(modes) > 1 else modes[0],
+                   "arms": ARMS, "agents": ["synthetic"], "models": MODELS, "replicates": int(rep.max()),
+                   "seed_base": seed_base or 0},
         "status": "complete" if not bad.any() else "failed",
         "started_at": t0.isoformat(), "ended_at": (t0 + timedelta(hours=1)).isoformat()}
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -79,6 +79,41 @@ def reconciliation_summary(results: Results) -> pd.Series:
     return pd.Series(text, index=has.index)
 
 
+#: Columns :func:`steering_summary` adds to the summary of groups steered by an operator.
+STEERING_COLUMNS = ["operators", "steering_min", "steering_min_per_trial", "operator_wall_min",
+                    "prompts", "shell_commands", "files_operator", "files_agent"]
+
+
+def steering_summary(results: Results) -> pd.DataFrame:
+    """Per group of human-operator trials (included ones): how the operators steered.
+
+    Returns:
+        One row per group with steering rows: GROUP_KEYS; ``operators`` (pseudonymous ids,
+        comma-separated); ``steering_min`` (active steering minutes, total over the trials'
+        episodes); ``steering_min_per_trial`` (mean per trial); ``operator_wall_min`` (wall
+        minutes of the operators' episodes, total); ``prompts`` (to the agent), ``shell_commands``,
+        ``files_operator`` (files edited directly), ``files_agent`` (totals). Empty (with these
+        columns) when no run has steering rows.
+    """
+    s = results.steering
+    if s.empty:
+        return pd.DataFrame(columns=GROUP_KEYS + STEERING_COLUMNS)
+    s = results.only_included(s.assign(uid=s["run_id"].astype(str) + "/" + s["trial_id"].astype(str)))
+    if s.empty:
+        return pd.DataFrame(columns=GROUP_KEYS + STEERING_COLUMNS)
+    per_trial = s.groupby(GROUP_KEYS + ["uid"], observed=True)["steering_s"].sum().reset_index()
+    g = s.groupby(GROUP_KEYS, observed=True, sort=True)
+    out = g.agg(steering_s=("steering_s", "sum"), wall_s=("wall_s", "sum"),
+                prompts=("prompts", "sum"), shell_commands=("shell_commands", "sum"),
+                files_operator=("files_operator", "sum"), files_agent=("files_agent", "sum"),
+                operators=("operator", lambda x: ", ".join(sorted(set(map(str, x))))))
+    out["steering_min"] = out.pop("steering_s") / 60
+    out["operator_wall_min"] = out.pop("wall_s") / 60
+    out["steering_min_per_trial"] = (per_trial.groupby(GROUP_KEYS, observed=True)["steering_s"]
+                                     .mean() / 60)
+    return out.reset_index()[GROUP_KEYS + STEERING_COLUMNS]
+
+
 def summary_table(results: Results, options: ReportOptions = ReportOptions()) -> pd.DataFrame:
     """One row per marathon x model x effort x agent x arm.
 
@@ -92,7 +127,8 @@ def summary_table(results: Results, options: ReportOptions = ReportOptions()) ->
         :data:`OPTIONAL_TRIAL_COUNTS` present; ``input_tokens``, ``output_tokens``,
         ``cache_write_tokens``, ``cache_read_tokens``, ``reasoning_tokens`` (totals);
         ``cost_usd`` (total USD, nan when unknown); ``usage_reconciled`` (text, ``n/a`` when
-        the records carry no verdict).
+        the records carry no verdict); when any group was steered by an operator, the
+        :data:`STEERING_COLUMNS` of :func:`steering_summary` (nan for the other groups).
     """
     k = options.k or default_k(results)
     t = results.trials
@@ -141,6 +177,10 @@ def summary_table(results: Results, options: ReportOptions = ReportOptions()) ->
                            "attempts", "recovery_attempts", "recovery_per_trial"]
              + [c for c in OPTIONAL_TRIAL_COUNTS if c in out.columns]
              + kinds + ["cost_usd", "usage_reconciled"])
+    steer = steering_summary(results)
+    if len(steer):
+        out = out.merge(steer, on=GROUP_KEYS, how="left")
+        order += STEERING_COLUMNS
     return _sort_arms(out[order], results)
 
 

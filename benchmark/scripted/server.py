@@ -84,8 +84,10 @@ class ScriptedConfig(BaseModel):
     """Address to listen on (loopback: only the proxy on the host talks to it)."""
     port: int = Field(default=0, ge=0, le=65535)
     """Port; 0 picks a free one."""
-    marathon: str = "ledger"
-    """Marathon (name or path) whose episodes the policies recognize and solve."""
+    marathon: str | list[str] = "ledger"
+    """Marathon (name or path) whose episodes the policies recognize and solve, or several (a
+    run of several marathons: a conversation is answered from the first marathon one of whose
+    brief headings it holds)."""
     capture_dir: Path | None = None
     """If set, every request body is saved there as ``NNNN-<api>.json`` (for debugging)."""
 
@@ -238,8 +240,11 @@ class ScriptedServer(BackgroundServer):
         super().__init__(config.host, config.port)
         self.config = config
         """The configuration."""
-        self.library = Library(load_marathon(config.marathon))
-        """The solutions the policies write."""
+        names = [config.marathon] if isinstance(config.marathon, str) else config.marathon
+        self.libraries = [Library(load_marathon(m)) for m in names]
+        """The solutions the policies write, one library per marathon."""
+        self.library = self.libraries[0]
+        """The first marathon's library."""
         self.requests = 0
         """Number of model requests answered."""
         self.seen_keys: set[str] = set()
@@ -280,6 +285,11 @@ class ScriptedServer(BackgroundServer):
         model = str(doc.get("model") or "")
         return body, doc, model
 
+    def _library_for(self, turns: list[Turn]) -> Library:
+        """The library of the marathon whose brief the conversation holds (the first one's when
+        none does)."""
+        return next((lib for lib in self.libraries if lib.episode_of(turns) is not None), self.library)
+
     def _policy(self, model: str) -> str | None:
         policy = model.removeprefix(PREFIX)
         return policy if model.startswith(PREFIX) and policy in POLICIES else None
@@ -306,7 +316,8 @@ class ScriptedServer(BackgroundServer):
                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}
         if policy == "drop-stream":
             return await self._drop(request, _sse("message_start", start))
-        action = decide(policy, anthropic_turns(doc), self.library)
+        turns = anthropic_turns(doc)
+        action = decide(policy, turns, self._library_for(turns))
         blocks: list[dict] = [{"type": "text", "text": action.text}]
         if action.kind == "command":
             tools = {t.get("name") for t in doc.get("tools") or []}
@@ -367,7 +378,8 @@ class ScriptedServer(BackgroundServer):
         if policy == "drop-stream":
             return await self._drop(request, _sse("response.created", {
                 "type": "response.created", "sequence_number": 0, "response": base}))
-        action = decide(policy, openai_turns(doc), self.library)
+        turns = openai_turns(doc)
+        action = decide(policy, turns, self._library_for(turns))
         items: list[dict] = []
         text = action.text
         call = shell_call(doc.get("tools") or [], action.command) if action.kind == "command" else None
@@ -425,7 +437,7 @@ class ScriptedServer(BackgroundServer):
             return await self._drop(request, _data(dict(base, choices=[{
                 "index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])))
         turns = chat_turns(doc)
-        action = decide(policy, turns, self.library)
+        action = decide(policy, turns, self._library_for(turns))
         command, text = action.command, action.text
         messages_text = json.dumps(doc.get("messages") or [])
         if action.kind == "text" and FINISH_MARKER in messages_text:
