@@ -505,11 +505,17 @@ class RayBackend:
         ``docker`` resource; put the marathon bundle in the object store.
 
         Raises:
-            MarathonError: no cluster at the address, or no node offers ``docker``.
+            MarathonError: an arm needs the operator's terminal (a human-operator arm), no
+                cluster at the address, or no node offers ``docker``.
         """
         from benchmark.agents import get_agent
+        from benchmark.controllers import controller_class
         from benchmark.model_access import trial_route
 
+        for arm in plan.arms.values():
+            if controller_class(arm.controller).uses_terminal:
+                raise MarathonError(f"--ray: arm {arm.name!r} needs the operator's terminal: "
+                                    "run it without --ray")
         agents = [get_agent(n) for n in plan.config.agents]
         self._agent_modules = sorted({type(a).__module__ for a in agents
                                       if not type(a).__module__.startswith("benchmark.")})
