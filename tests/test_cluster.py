@@ -180,3 +180,26 @@ def test_without_ray_nothing_imports_ray_and_a_bad_address_is_one_line(tmp_path:
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "marathon: error: --ray: 'local:0': local:N takes 1 to 99 worker nodes"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_node_without_the_marathon_unpacks_the_drivers_copy(tmp_path: Path):
+    """No shared filesystem: a node that lacks the marathon's directory uses the bundle."""
+    import shutil
+
+    from benchmark.cluster import _marathon_bundle, node_marathon
+    from benchmark.marathon import load_marathon
+
+    here = tmp_path / "tiny"
+    shutil.copytree(TINY, here)
+    marathon = load_marathon(here)
+    content_hash, bundle = marathon.content_hash(), _marathon_bundle(marathon)
+    assert node_marathon(marathon, content_hash, bundle) is marathon  # same path, same hash
+    shutil.rmtree(here)  # as on another machine
+    moved = node_marathon(marathon, content_hash, bundle)
+    try:
+        assert moved.root != marathon.root and moved.content_hash() == content_hash
+        assert moved.starter.is_dir() and moved.starter.is_relative_to(moved.root)
+        assert all(e.brief.is_file() and e.reference.is_dir() for e in moved.episodes)
+        assert moved.episode_ids == marathon.episode_ids
+    finally:
+        shutil.rmtree(moved.root.parent, ignore_errors=True)
