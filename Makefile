@@ -16,7 +16,7 @@ help:
 	@echo "make mutate-inventory  mutation-test the inventory gates (all cosmic-ray mutants, 3 seeds; long) into results/mutate-inventory"
 
 install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,mutate]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test,mutate,ray]'
 
 # The TypeScript mutant source of `marathon mutate` (docs/gates-quality.md): StrykerJS and the
 # Node.js that runs it, exactly as pinned in tools/stryker/package-lock.json (any host npm will do).

@@ -283,7 +283,10 @@ def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: in
 @click.option("--episodes", type=int, help="Play only the first N episodes (>= 1).  [default: all]")
 @click.option("--protocol", "protocol_file", type=click.Path(path_type=Path),
               help="Run exactly the plan of this protocol (protocols/NAME.toml); takes only "
-                   "--jobs, --out, --run-id besides.")
+                   "--jobs, --out, --run-id, --ray besides.")
+@click.option("--ray", help="Run the trials on the Ray cluster at ADDRESS (HOST:PORT, ray://HOST:PORT, "
+                           "auto), or on a throwaway local one of N worker nodes (local:N); needs "
+                           "the ray extra (docs/scaling.md).", metavar="ADDRESS")
 @click.option("--no-progress", is_flag=True, help="No live display; print one line per finished episode.")
 @click.option("--operator", metavar="ID", help="The operator's id on the human-operator arm (recorded as a "
               "pseudonym, a hash; default: $MARATHON_OPERATOR, else the login name).")
@@ -305,26 +308,34 @@ def run(config_file, resume_dir, protocol_file, no_progress, operator, **flags) 
         os.environ[OPERATOR_ENV] = operator.strip()
 
     if resume_dir is not None:
-        extra = [k for k, v in flags.items() if v not in (None, ()) and k != "jobs"]
+        extra = [k for k, v in flags.items() if v not in (None, ()) and k not in ("jobs", "ray")]
         if config_file is not None or extra or protocol_file is not None:
             given = ["-c"] if config_file else []
             given += ["--protocol"] if protocol_file is not None else []
             given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
-            raise MarathonError(f"--resume: takes no other run options but --jobs (got {', '.join(given)})")
-        outcome = resume_run(resume_dir, jobs=flags["jobs"], display=not no_progress, console=console)
+            raise MarathonError(f"--resume: takes no other run options but --jobs and --ray (got {', '.join(given)})")
+        if flags["ray"] is not None:
+            from benchmark.experiment import cluster_config
+            cluster_config(flags["ray"])
+        outcome = resume_run(resume_dir, jobs=flags["jobs"], ray=flags["ray"],
+                             display=not no_progress, console=console)
     elif protocol_file is not None:
+        from benchmark.experiment import cluster_config
         from benchmark.manifest import ProtocolRef
         from benchmark.protocol import load_protocol, protocol_hash, run_config
 
-        extra = [k for k, v in flags.items() if v not in (None, ()) and k not in ("jobs", "out", "run_id")]
+        extra = [k for k, v in flags.items()
+                 if v not in (None, ()) and k not in ("jobs", "out", "run_id", "ray")]
         if config_file is not None or extra:
             given = ["-c"] if config_file else []
             given += ["--" + k.removesuffix("_s").replace("_", "-") for k in extra]
             raise MarathonError(f"--protocol: the protocol fixes the plan; takes only --jobs, --out, "
-                                f"--run-id besides (got {', '.join(given)})")
+                                f"--run-id, --ray besides (got {', '.join(given)})")
         protocol = load_protocol(protocol_file)
         config = run_config(protocol, protocol_file,
                             {k: flags[k] for k in ("jobs", "out", "run_id")})
+        if flags["ray"] is not None:  # where trials run is not part of the plan
+            config = config.model_copy(update={"cluster": cluster_config(flags["ray"])})
         ref = ProtocolRef(name=protocol.name, path=str(protocol_file),
                           sha256=protocol_hash(protocol_file))
         outcome = start_run(config, display=not no_progress, console=console, protocol=ref)

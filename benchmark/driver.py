@@ -43,6 +43,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from pathlib import Path
 
 import docker.errors
@@ -220,7 +221,8 @@ def plan_components(plan: Plan) -> dict[str, str]:
     """SHA-256 of each component of a resolved plan, as recorded in the manifest
     (``plan_components``) and compared on resume.
 
-    Components: ``config`` (every field but ``jobs`` and ``out``, which do not change results),
+    Components: ``config`` (every field but ``jobs``, ``out`` and ``cluster``, which do not
+    change results),
     ``marathon`` (its content hash), ``episodes`` (the ids played), ``arms`` (each arm's config
     hash), ``images`` (scorer and agent tags), ``trials`` (every trial's keys and seed),
     ``limits`` (sandbox and scorer limits, but the scorer's process count, which follows
@@ -229,7 +231,7 @@ def plan_components(plan: Plan) -> dict[str, str]:
     cumulative plan hashes as harness versions before suites and modes did (so their runs
     resume).
     """
-    config = plan.config.model_dump(mode="json", exclude={"jobs", "out"})
+    config = plan.config.model_dump(mode="json", exclude={"jobs", "out", "cluster"})
     single = len(plan.marathons) == 1
     if single and config["mode"] == "cumulative":
         config["marathon"] = config.pop("marathons")[0]
@@ -310,6 +312,56 @@ def plan_differences(manifest: Manifest, plan: Plan) -> list[str]:
     return out
 
 
+class ThreadBackend:
+    """Where a run's trials run and how their records travel: the one seam between the driver
+    and a cluster. This default runs each trial in a thread of the driver process, on this
+    host's Docker engine, with the driver's model services, and its records go straight to the
+    run's :class:`RecordStore`. :class:`benchmark.cluster.RayBackend` runs them as Ray tasks
+    instead. Every backend plays a trial with :func:`run_trial`, so a change to trials is made
+    once."""
+
+    own_model_access = False
+    """Whether the backend serves the trials' model access itself (each Ray node runs its own
+    metering proxy) instead of the driver's :class:`ModelServices`."""
+
+    def open(self, plan: Plan, console: Console) -> None:
+        """Get ready to run ``plan``'s trials (nothing to do here).
+
+        Raises:
+            MarathonError: the backend cannot run them (e.g. no cluster at the address).
+        """
+
+    def concurrency(self, jobs: int, trials: int) -> int:
+        """How many trials the driver hands over at once: ``jobs`` here."""
+        return jobs
+
+    def run(self, plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path,
+            record: Callable[[EpisodeRecords], None], services: ModelServices | None,
+            stop: threading.Event, progress: LiveProgress, work: Path) -> None:
+        """Run one trial from episode ``start_index`` to the end (see :func:`run_trial`)."""
+        run_trial(plan, keys, start_index, run_dir, record, services, stop, progress, work)
+
+    def halt(self) -> None:
+        """The run is stopping: end the trials in flight (here the containers' removal does)."""
+
+    def close(self) -> None:
+        """Release what :meth:`open` took (idempotent)."""
+
+
+def make_backend(config: RunConfig, ray: str | None = None) -> ThreadBackend:
+    """The backend of a run: Ray at ``ray`` (a ``--ray`` flag), else at the config's
+    ``[cluster] ray`` address, else local threads (``ray`` is imported only for a Ray run).
+
+    Raises:
+        MarathonError: Ray is asked for but not installed, or the address is malformed.
+    """
+    address = ray or (config.cluster.ray if config.cluster is not None else None)
+    if address is None:
+        return ThreadBackend()
+    from benchmark.cluster import RayBackend
+    return RayBackend(address)
+
+
 def start_run(config: RunConfig, *, display: bool = True, console: Console | None = None,
               protocol: ProtocolRef | None = None) -> RunOutcome:
     """Validate ``config``, create the run directory and run every trial.
@@ -328,6 +380,17 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
         raise MarathonError(f"--run-id: run directory {run_dir} already exists (use --resume)")
     nonce = new_nonce()
     plan = make_plan(config, run_id, nonce, log=lambda line: console.print(f"[dim]{line}[/]"))
+    backend = make_backend(config)
+    backend.open(plan, console)  # before anything is written: a bad cluster writes nothing
+    try:
+        return _start(config, plan, backend, run_dir, display, console, protocol)
+    finally:
+        backend.close()
+
+
+def _start(config: RunConfig, plan: Plan, backend: ThreadBackend, run_dir: Path, display: bool,
+           console: Console, protocol: ProtocolRef | None) -> RunOutcome:
+    run_id, nonce = plan.run_id, plan.nonce
     git_commit, git_dirty = git_state()
     models = sorted({t.model for t in plan.trials})
     now = utcnow()
@@ -369,19 +432,21 @@ def start_run(config: RunConfig, *, display: bool = True, console: Console | Non
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing of the run exists yet
         raise MarathonError(f"--out: cannot write the run directory: {describe(e)}") from None
     try:
-        return _execute(plan, run_dir, manifest, config.jobs, display, console)
+        return _execute(plan, run_dir, manifest, config.jobs, display, console, backend)
     finally:
         os.close(lock)
 
 
-def resume_run(run_dir: Path, *, jobs: int | None = None, display: bool = True,
-               console: Console | None = None) -> RunOutcome:
+def resume_run(run_dir: Path, *, jobs: int | None = None, ray: str | None = None,
+               display: bool = True, console: Console | None = None) -> RunOutcome:
     """Finish an interrupted run: remove the dead session's containers, temp files and host
     temporary directories, then run every unfinished trial from its first unfinished episode.
 
     Args:
         run_dir: the run directory.
         jobs: trials run concurrently (default: as configured).
+        ray: run the trials on the Ray cluster at this address (default: where the run's
+            config says, ``[cluster] ray``; local threads when it says nothing).
 
     Raises:
         MarathonError: not a run directory, another driver holds it, a part of a finished
@@ -420,6 +485,8 @@ def resume_run(run_dir: Path, *, jobs: int | None = None, display: bool = True,
             containers, networks = containers + c, networks + n
         rundir.remove_host_tmp(nonce)
         jobs = jobs or config.jobs
+        backend = make_backend(config, ray)
+        backend.open(plan, console)
         try:
             remove_temp_files(run_dir)
             manifest.nonce = nonce
@@ -434,8 +501,12 @@ def resume_run(run_dir: Path, *, jobs: int | None = None, display: bool = True,
             manifest.ended_at = None
             write_manifest(run_dir, manifest)
         except OSError as e:
+            backend.close()
             raise MarathonError(f"--resume: cannot write the run directory: {describe(e)}") from None
-        return _execute(plan, run_dir, manifest, jobs, display, console)
+        try:
+            return _execute(plan, run_dir, manifest, jobs, display, console, backend)
+        finally:
+            backend.close()
     finally:
         os.close(lock)
 
@@ -452,7 +523,7 @@ def _finished_prefix(plan: Plan, keys: TrialKeys, finished: set[tuple[str, str]]
 
 
 def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: bool,
-             console: Console) -> RunOutcome:
+             console: Console, backend: ThreadBackend | None = None) -> RunOutcome:
     """Run the unfinished trials of a run whose lock this process holds and whose manifest
     records this session; record how the session ended.
 
@@ -463,6 +534,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
     ``errors.log`` and the other trials go on.
     """
     started = time.monotonic()
+    backend = backend or ThreadBackend()
     # Concurrent trials share the cores between their scorings' pytest processes.
     plan = plan.model_copy(update={"scorer_limits": plan.scorer_limits.model_copy(
         update={"processes": scorer_processes(jobs, plan.scorer_limits)})})
@@ -485,6 +557,7 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
         stop.set()
         if message:
             console.print(message)
+        backend.halt()
         cleaner = threading.Thread(target=remove_run_resources, args=(plan.run_id, plan.nonce),
                                    kwargs={"networks": False}, daemon=True)
         cleaner.start()
@@ -543,7 +616,8 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
             if row.episode_index == done.get(row.trial_id):
                 last_scores[row.trial_id] = row.score
         todo = [t for t in plan.trials if done[t.trial_id] < plan.episodes_of(t)]
-        if any(get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
+        if not backend.own_model_access and any(
+                get_agent(t.agent).uses_model or plan.arms[t.arm].self_checks for t in todo):
             services = ModelServices.start(plan.nonce, run_dir,
                                            {n: m.root for n, m in plan.marathons.items()}, todo,
                                            plan.config.providers)
@@ -552,9 +626,11 @@ def _execute(plan: Plan, run_dir: Path, manifest: Manifest, jobs: int, display: 
                                    for a in plan.arms.values())
         progress = LiveProgress(plan.trials, {t.trial_id: plan.episodes_of(t) for t in plan.trials},
                                 done, last_scores, console=console, live=live)
-        with progress, ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="trial") as pool:
+        record = lambda records: store.write_episode(records, planned)  # noqa: E731
+        with progress, ThreadPoolExecutor(max_workers=max(1, backend.concurrency(jobs, len(todo))),
+                                          thread_name_prefix="trial") as pool:
             futures = {
-                pool.submit(_run_trial, plan, keys, done[keys.trial_id], run_dir, store, planned,
+                pool.submit(backend.run, plan, keys, done[keys.trial_id], run_dir, record,
                             services, stop, progress, work): keys
                 for keys in todo
             }
@@ -1042,10 +1118,13 @@ def _usage_columns(result: AttemptResult) -> dict:
             "reconciliation_diff": ", ".join(f"{k} {v:+d}" for k, v in rec.difference.items())}
 
 
-def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, store: RecordStore,
-               planned: list[tuple[TrialKeys, int]], services: ModelServices | None,
-               stop: threading.Event, progress: LiveProgress, work: Path) -> None:
-    """Run one trial from episode ``start_index`` (0-based) to the end, recording each episode.
+def run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path,
+              record: Callable[[EpisodeRecords], None], services: ModelServices | None,
+              stop: threading.Event, progress: LiveProgress, work: Path) -> None:
+    """Run one trial from episode ``start_index`` (0-based) to the end, handing each finished
+    episode's records to ``record`` (the local backend writes them to the run's
+    :class:`RecordStore`; a Ray node ships them, with the files the episode wrote under
+    ``run_dir``, to the driver). Every backend runs trials through this one function.
 
     A model agent's container reaches only the metering proxy (see :mod:`benchmark.sandbox`);
     the agent gets a fresh per-trial token. A resumed trial is a new container, so its CLI
@@ -1086,7 +1165,7 @@ def _run_trial(plan: Plan, keys: TrialKeys, start_index: int, run_dir: Path, sto
             episode = plan.marathon_of(keys).episodes[index]
             runner.begin_episode(index)
             records = runner.run_episode(index, episode)  # complete and valid even if stopping now
-            store.write_episode(records, planned)
+            record(records)
             progress.episode_done(keys.trial_id, episode.id, records.episode.score,
                                   records.episode.attempts)
     except Exception:

@@ -58,8 +58,30 @@ FLAGS = {
     "agents": "--agent", "models": "--model",
     "effort": "--effort", "replicates": "--replicates", "seed_base": "--seed-base",
     "jobs": "--jobs", "out": "--out", "time_limit_s": "--time-limit", "run_id": "--run-id",
-    "episodes": "--episodes",
+    "episodes": "--episodes", "cluster": "--ray",
 }
+
+
+class ClusterConfig(BaseModel):
+    """Where trials run when not in the driver's own threads (``[cluster]``; see
+    docs/scaling.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ray: str
+    """Ray cluster address: ``HOST:PORT`` of a running cluster's head (GCS port), ``ray://HOST:PORT``
+    (Ray Client), ``auto`` (the cluster this machine belongs to), or ``local:N`` (a throwaway
+    cluster of N worker nodes on this machine, started and stopped by the run)."""
+
+    @field_validator("ray")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.startswith("local:"):
+            if not re.fullmatch(r"local:[1-9][0-9]?", value):
+                raise ValueError(f"{value!r}: local:N takes 1 to 99 worker nodes")
+        elif value != "auto" and not re.fullmatch(r"(ray://)?[A-Za-z0-9.\[\]:_-]+:[0-9]+", value):
+            raise ValueError(f"{value!r} is not a Ray address (HOST:PORT, ray://HOST:PORT, auto or local:N)")
+        return value
 
 
 class RunConfig(BaseModel):
@@ -97,6 +119,9 @@ class RunConfig(BaseModel):
     """Play only the first N episodes of the marathon (all when not given): a shorter run,
     recorded as such (the manifest's ``episodes`` and ``trials.parquet``'s
     ``episodes_planned`` list only those)."""
+    cluster: ClusterConfig | None = None
+    """Run the trials on a Ray cluster (``[cluster] ray = ADDRESS``, or ``--ray``); ``None``:
+    in the driver's threads. Not part of the plan: a run may be resumed elsewhere."""
     providers: dict[str, Provider] = {}
     """Model providers by name (``[providers.NAME]`` tables): models named ``NAME/MODEL`` go
     there (see :mod:`benchmark.providers`). ``scripted``, ``anthropic`` and ``openai`` are built
@@ -135,6 +160,18 @@ class RunConfig(BaseModel):
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
                 raise ValueError(f"provider name {name!r}: use letters, digits, '_', '.', '-'")
         return providers
+
+
+def cluster_config(address: str, flag: str = "--ray") -> ClusterConfig:
+    """Validate a Ray address into a :class:`ClusterConfig`.
+
+    Raises:
+        MarathonError: malformed address (the message starts with ``flag``).
+    """
+    try:
+        return ClusterConfig(ray=address)
+    except ValidationError as e:
+        raise MarathonError(f"{flag}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def derive_seed(seed_base: int, replicate: int) -> int:
@@ -206,6 +243,8 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> RunConfi
             value = [_absolute_if_path(a, Path.cwd()) for a in value]
         elif key == "out":
             value = Path(value).resolve()
+        elif key == "ray":
+            key, value = "cluster", {**(raw.get("cluster") or {}), "ray": value}
         raw[key] = value
         source[key] = FLAGS.get(key, key)
     try:

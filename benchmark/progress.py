@@ -35,6 +35,8 @@ class TrialProgress(BaseModel):
     ``failed: <reason>``."""
     last_score: float | None = None
     """Score of the last finished episode (0..1)."""
+    node: str = ""
+    """Where the trial runs: empty in the driver's process, else the cluster node (a Ray run)."""
 
 
 class LiveProgress:
@@ -91,18 +93,23 @@ class LiveProgress:
                 "episodes_done": done, "last_score": score,
                 "phase": "done" if done == p.episodes_total else "next episode"})
         if not self._live:
-            self.console.print(f"{trial_id} {episode}: score {score:.0%} after {attempts} attempt(s)")
+            where = f" on {p.node}" if p.node else ""
+            self.console.print(f"{trial_id} {episode}: score {score:.0%} after {attempts} "
+                               f"attempt(s){where}")
 
     def render(self) -> Table:
         """The progress table."""
         table = Table(title="marathon run", expand=False)
-        for col in ("trial", "episodes", "episode", "attempt", "phase", "last score"):
-            table.add_column(col, justify="right" if col in ("episodes", "attempt", "last score") else "left")
         with self._lock:
             rows = list(self._trials.values())
+        nodes = any(p.node for p in rows)  # a Ray run: the node column
+        for col in ("trial", *(("node",) if nodes else ()), "episodes", "episode", "attempt",
+                    "phase", "last score"):
+            table.add_column(col, justify="right" if col in ("episodes", "attempt", "last score") else "left")
         for p in rows:
             score = "" if p.last_score is None else f"{p.last_score:.0%}"
-            table.add_row(p.trial_id, f"{p.episodes_done}/{p.episodes_total}", p.episode,
+            table.add_row(p.trial_id, *((p.node,) if nodes else ()),
+                          f"{p.episodes_done}/{p.episodes_total}", p.episode,
                           str(p.attempt or ""), p.phase, score)
         return table
 
