@@ -249,7 +249,7 @@ def test_a_completed_skeleton_is_scored_and_valid(tmp_path):
         assert f"ok   {item}" in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["ledger", "relay"])
+@pytest.mark.parametrize("name", ["ledger", "relay", "inventory"])
 def test_the_shipped_marathons_have_no_structural_finding(name):
     shape = structure(load_marathon(name))
     assert [(f.item, f.detail) for f in shape.findings if not f.ok] == []
