@@ -286,7 +286,8 @@ def test_mutate_cli_sample_resumes_and_reports_a_seed_dependent_kill(tmp_path: P
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out / "summary.md")
     table = pd.read_csv(out / "mutants.csv", keep_default_na=False, dtype={"id": str})
-    assert (table["seeds"] == "0,1").sum() == 2
+    # A mutant killed on seed 0 is not scored on seed 1; the seed-dependent one needs both.
+    assert sorted(table.loc[table["seeds"] != "", "seeds"]) == ["0", "0,1"]
     assert (table["reason"] == "not sampled").sum() == 10
     row = table[table["id"] == gt_one].iloc[0]
     assert (row["outcome"], row["seeds_killed"]) == ("killed", "1")
@@ -303,11 +304,11 @@ def test_mutate_cli_sample_resumes_and_reports_a_seed_dependent_kill(tmp_path: P
     lines = store.read_text().splitlines()
     assert lines[:2] == first and len(lines) == 3
     assert [json.loads(line)["id"] for line in lines][:2] == [json.loads(x)["id"] for x in first]
-    assert (pd.read_parquet(out / "mutants.parquet")["seeds"] == "0,1").sum() == 3
+    assert (pd.read_parquet(out / "mutants.parquet")["seeds"] != "").sum() == 3
     # A smaller sample reports only its own mutants; the other results stay in the store.
     proc = run_cli("mutate", str(root), "--out", str(out), "--seeds", "0,1", "--sample", "1",
                    "--seed", str(seed), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_parquet(out / "mutants.parquet")
-    assert (table["seeds"] == "0,1").sum() == 1 and (table["reason"] == "not sampled").sum() == 11
+    assert (table["seeds"] != "").sum() == 1 and (table["reason"] == "not sampled").sum() == 11
     assert len(store.read_text().splitlines()) == 3

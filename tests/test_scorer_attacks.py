@@ -319,6 +319,64 @@ def test_fork_bomb_is_bounded_and_cleared_after_its_check(tmp_path, hostile, sco
     assert_unharmed(got, "test_echo_input", "test_writes_output", "test_work")
 
 
+#: Runs as PID 1 of a scorer-image container: a runner child starts a fork bomb as uid 2000
+#: (out of its session, as in the test above), lets it fill the process limit, calls
+#: ``kill_user`` and then needs processes at once, as the next check does. PID 1 reaps orphans
+#: only every 0.5 s, as a PID 1 starved on a loaded host would.
+SLOW_REAPER = r"""
+import os, subprocess, sys, time
+BOMB = '''
+import os, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.001)
+os._exit(0)
+'''
+runner = os.fork()
+if runner == 0:
+    import marathon_product as mp
+    subprocess.run(["setpriv", "--reuid=2000", "--regid=2000", "--clear-groups", "--",
+                    "python3", "-c", BOMB])
+    time.sleep(1.5)
+    mp.kill_user(2000)
+    left = len(mp._user_pids(2000, ""))
+    try:
+        for _ in range(8):
+            subprocess.run(["true"], check=True)
+        spawned = "ok"
+    except OSError as error:
+        spawned = repr(error)
+    print(f"left={left} spawned={spawned}", flush=True)
+    os._exit(0)
+while True:
+    time.sleep(0.5)
+    try:
+        while (pid := os.waitpid(-1, os.WNOHANG)[0]) > 0:
+            if pid == runner:
+                sys.exit(0)
+    except ChildProcessError:
+        sys.exit(0)
+"""
+
+
+def test_after_a_fork_bomb_its_processes_are_gone_and_reaped_before_the_next_check(scorer_image):
+    """``kill_user`` (run after every check) returns only when no process of the product uid is
+    left, zombies included: a killed process holds its slot of the process limit until the
+    container's PID 1 reaps it, and the next check needs processes at once."""
+    from benchmark.docker_env import client
+
+    logs = client().containers.run(
+        scorer_image, ["python3", "-c", SLOW_REAPER], entrypoint=[], user="0:0", remove=True,
+        pids_limit=64, network_disabled=True, stdout=True, stderr=True)
+    assert logs.decode().strip().splitlines()[-1] == "left=0 spawned=ok", logs.decode()
+
+
 def test_endless_output_does_not_exhaust_the_runner(tmp_path, hostile, scorer_image):
     """The product writes to stdout without end: the runner keeps a bounded part of it, and the
     check fails at its time limit instead of the runner running out of memory."""

@@ -103,32 +103,60 @@ def _pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def kill_user(uid: int, limit_s: float = 5.0) -> int:
-    """SIGKILL every live process whose real uid is ``uid``; return how many were signalled.
+def _user_pids(uid: int, skip_states: str) -> list[int]:
+    """Processes whose real uid is ``uid``, except this one and those whose state (first field
+    of ``/proc/PID/stat``) is in ``skip_states``."""
+    out = []
+    for pid in _pids():
+        if pid == os.getpid() or _real_uid(pid) != uid:
+            continue
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0] not in skip_states:
+            out.append(pid)
+    return out
 
-    Scans ``/proc`` until a scan finds none (a process forking meanwhile is caught by the next
-    scan; a killed process cannot fork), or ``limit_s`` seconds pass. Needs ``CAP_KILL`` when
-    ``uid`` is not the caller's; forks nothing, so it works when the process limit is reached.
-    """
-    deadline = time.monotonic() + limit_s
+
+def _signal_until_none(uid: int, sig: int, skip_states: str, deadline: float) -> int:
+    """Send ``sig`` to every process of ``uid`` not in ``skip_states``, scan after scan, until a
+    scan finds none or ``deadline`` (monotonic seconds) passes; return how many were signalled."""
     signalled = 0
     while True:
-        found = 0
-        for pid in _pids():
-            if pid == os.getpid() or _real_uid(pid) != uid:
-                continue
-            fields = _stat_fields(pid)
-            if fields is None or fields[0] in "ZX":  # gone, or dead and waiting to be reaped
-                continue
-            found += 1
+        pids = _user_pids(uid, skip_states)
+        for pid in pids:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, sig)
                 signalled += 1
             except (ProcessLookupError, PermissionError):
                 pass
-        if not found or time.monotonic() > deadline:
+        if not pids or time.monotonic() > deadline:
             return signalled
         time.sleep(0.001)
+
+
+def kill_user(uid: int, limit_s: float = 5.0) -> int:
+    """SIGKILL every live process whose real uid is ``uid``; return how many were killed.
+
+    Two passes over ``/proc``, each repeated until a scan finds nothing left to signal (or
+    ``limit_s`` seconds pass in all). First every process is stopped (SIGSTOP): a stopped process
+    cannot fork, and stopping one frees no process slot, so a fork bomb that keeps the process
+    limit reached cannot refill it while it is being stopped (killing one at a time, each kill
+    freed a slot that another bomb process took at once). Then every process, stopped or not, is
+    killed (SIGKILL). Returns once the killed processes are reaped (they hold their process slots
+    until then), except this process's own children, which it reaps itself. Needs ``CAP_KILL``
+    when ``uid`` is not the caller's; forks nothing, so it works when the process limit is reached.
+    """
+    deadline = time.monotonic() + limit_s
+    # Skip stopped ("T"), traced ("t"), dead ("X") and zombie ("Z") processes: none can fork.
+    _signal_until_none(uid, signal.SIGSTOP, "TtXZ", deadline)
+    killed = _signal_until_none(uid, signal.SIGKILL, "XZ", deadline + limit_s)
+    # A killed process holds its slot of the process limit until its parent reaps it: orphans
+    # are reaped by the container's PID 1 (marathon_parallel), so wait for that, or the next
+    # check could find the limit still reached. This process's own children are left to it.
+    while time.monotonic() < deadline + 2 * limit_s and any(
+            (_stat_fields(pid) or ["X", str(os.getpid())])[1] != str(os.getpid())
+            for pid in _user_pids(uid, "")):
+        time.sleep(0.001)
+    return killed
 
 
 #: Where a product can write outside its scratch directory (the root file system is read-only).

@@ -55,7 +55,8 @@ class MutantRow(BaseModel):
     """Why skipped (``operator filter``, ``pragma: no mutate``, ``not sampled``) or, for an
     equivalent mutant, the reviewed reason; empty otherwise."""
     seeds: str
-    """Seeds scored, comma-separated; empty when not scored."""
+    """Seeds scored, comma-separated, in order up to the first that killed it; empty when not
+    scored."""
     seeds_killed: str
     """Seeds on which some check failed, comma-separated."""
     killing_gates: str
@@ -154,7 +155,7 @@ def summary_markdown(p: Plan, table: pd.DataFrame, command: str) -> str:
         f"{counts.get('equivalent', 0)} reviewed as equivalent; {p.candidates} candidates.",
         f"- Filters: {'; '.join(p.source.filters)}.",
         f"- Scored: {sampled}, each on seed{'s' if len(p.seeds) > 1 else ''} "
-        f"{', '.join(map(str, p.seeds))} with the real scorer (image `{p.image}`, the limits of "
+        f"{', '.join(map(str, p.seeds))}{' in turn up to the first that kills it' if len(p.seeds) > 1 else ''} with the real scorer (image `{p.image}`, the limits of "
         "`marathon validate`).",
         f"- Session `{p.session.name}`; written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
         f"- Reproduce: `{command}`. Method and definitions: `docs/gates-quality.md`.",
@@ -204,7 +205,9 @@ def summary_markdown(p: Plan, table: pd.DataFrame, command: str) -> str:
 
     partial = table[(table["outcome"] == "killed") & (table["seeds_killed"] != table["seeds"])]
     lines += ["## Seed-dependent kills", "",
-              "Killed on some seeds only: the gate's verdict depends on the input draw.", "",
+              "Missed on some seed before one killed it: the gate's verdict depends on the input "
+              "draw. (Seeds after the killing one are not scored, so this lists only misses on "
+              "earlier seeds.)", "",
               to_markdown(pd.DataFrame({
                   "id": partial["id"], "where": partial["file"] + ":" + partial["line"].astype(str),
                   "operator": partial["operator"], "killed on seeds": partial["seeds_killed"],
