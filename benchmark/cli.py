@@ -193,7 +193,7 @@ def new(name: str, language: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Output directory (tables, summary.md, resumable sessions).  [default: results/mutate-MARATHON]")
 @click.option("--seeds", "seeds_text", default="0,1,2", show_default=True,
-              help="Comma-separated seeds; every mutant is scored on each.")
+              help="Comma-separated seeds; each mutant is scored on them in turn until one kills it.")
 @click.option("--sample", type=click.IntRange(min=1), help="Score a seeded random sample of N candidate mutants.  [default: all]")
 @click.option("--seed", "sample_seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
@@ -203,7 +203,7 @@ def new(name: str, language: str) -> None:
 def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: int | None,
            sample_seed: int, jobs: int, no_progress: bool) -> None:
     """Mutation-test the gates of MARATHON: mutants of the final reference (cosmic-ray for
-    Python) are scored with the real scorer on every seed; writes mutants.csv, mutants.parquet
+    Python) are scored with the real scorer, seed after seed until one kills them; writes mutants.csv, mutants.parquet
     and summary.md (kill rate with its Wilson interval, survivors with their diffs) into OUT.
     Re-running the same command resumes. Prints the path of summary.md."""
     from benchmark.images import build_images
