@@ -203,9 +203,10 @@ def new(name: str, language: str) -> None:
 def mutate(marathon_name: str, out_dir: Path | None, seeds_text: str, sample: int | None,
            sample_seed: int, jobs: int, no_progress: bool) -> None:
     """Mutation-test the gates of MARATHON: mutants of the final reference (cosmic-ray for
-    Python) are scored with the real scorer, seed after seed until one kills them; writes mutants.csv, mutants.parquet
-    and summary.md (kill rate with its Wilson interval, survivors with their diffs) into OUT.
-    Re-running the same command resumes. Prints the path of summary.md."""
+    Python) are scored with the real scorer, seed after seed until one kills them; writes
+    mutants.csv, mutants.parquet and summary.md (kill rate with its Wilson interval, survivors
+    with their diffs) into OUT. Re-running the same command resumes. Prints the path of
+    summary.md."""
     from benchmark.images import build_images
     from benchmark.marathon import load_marathon
     from benchmark.mutation.equivalents import load_equivalents
