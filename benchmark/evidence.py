@@ -15,7 +15,6 @@ when the ledger is reopened, and the ``resumed`` event says how many bytes were 
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from benchmark.agents import register
 from benchmark.agents.base import Agent, AttemptContext, AttemptOutcome, AttemptResult
-from benchmark.agents.proxied import CLIRun, ProxiedCLIAgent, last_text_line, read_events
+from benchmark.agents.proxied import CLIRun, ProxiedCLIAgent
+from benchmark.agents.reports import last_text_line, read_events
 from benchmark.records import UsageCall
 from benchmark.sandbox import Sandbox
 

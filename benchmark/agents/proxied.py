@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel
 
 from benchmark.agents.base import Agent, AttemptContext, AttemptOutcome, AttemptResult
-from benchmark.agents.reports import last_text_line, read_events  # noqa: F401  (re-exported)
 from benchmark.errors import MarathonError
 from benchmark.proxy import TOKEN_KINDS, ModelEndpoint, Reconciliation, reconcile
 from benchmark.records import UsageCall
