@@ -1,5 +1,6 @@
 """``marathon_product`` (the scorer image's product runner) on the host: the starvation rule,
-the kernel figures it reads, output bounds, and the per-check clean-up of the product's files.
+the kernel figures it reads, output bounds, a server run (``Service``: readiness, kill and
+restart, bounded output, hung versus starved), and the per-check clean-up of the product's files.
 
 The attacks through a real scorer container are in tests/test_scorer_attacks.py.
 """
@@ -7,6 +8,7 @@ The attacks through a real scorer container are in tests/test_scorer_attacks.py.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -70,3 +72,80 @@ def test_remove_user_files_takes_what_the_uid_owns_and_follows_no_link(tmp_path)
     (tmp_path / "to-passwd").symlink_to("/etc/passwd")
     assert mp.remove_user_files(os.getuid(), (str(tmp_path),)) == 3
     assert list(tmp_path.iterdir()) == [] and Path("/etc/passwd").exists()
+
+
+#: A tiny server product: ``serve`` answers on a free port after printing the listening line
+#: (``flood``: after writing 1 MiB to stderr), ``hang`` sleeps silently, ``exit N`` exits N.
+SERVER = """
+import socket, sys, time
+mode = sys.argv[1]
+if mode == "exit":
+    sys.exit(int(sys.argv[2]))
+if mode == "hang":
+    time.sleep(60)
+if mode == "flood":
+    sys.stderr.write("e" * (1 << 20)); sys.stderr.flush()
+listener = socket.create_server(("127.0.0.1", 0))
+print("starting", flush=True)
+print(f"listening on http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
+while True:
+    connection, _ = listener.accept()
+    connection.sendall(b"pong")
+    connection.close()
+"""
+
+
+def _ask(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        return connection.recv(16)
+
+
+@pytest.fixture
+def server(tmp_path):
+    product = mp.Product(PRODUCT, tmp_path, [sys.executable, "-c", SERVER], name="tiny")
+    yield product
+    product.close()
+
+
+def test_a_service_listens_is_killed_and_restarts_on_a_new_port(server):
+    first = mp.Service(server, ["serve"]).wait_listening()
+    assert first.port and _ask(first.port) == b"pong"
+    assert first.stdout == f"starting\nlistening on http://127.0.0.1:{first.port}\n"
+    first.kill()
+    assert first.proc.returncode == -9
+    with pytest.raises(OSError):
+        _ask(first.port)
+    second = mp.Service(server, ["serve"]).wait_listening()
+    assert _ask(second.port) == b"pong"
+    assert second.terminate() == -15 and "exited -15" in second.describe()
+    assert mp.Service(server, ["exit", 2]).wait() == 2
+
+
+def test_a_service_keeps_its_output_up_to_the_limit(server, monkeypatch):
+    monkeypatch.setattr(mp, "OUTPUT_LIMIT", 1 << 16)
+    service = mp.Service(server, ["flood"]).wait_listening()  # stderr is read while it runs
+    assert _ask(service.port) == b"pong"
+    service.kill()
+    assert service.stderr == "e" * (1 << 16)
+
+
+def test_a_hung_or_exited_service_fails_the_check_and_a_starved_one_has_no_verdict(server, monkeypatch):
+    started = time.monotonic()
+    hung = mp.Service(server, ["hang"], timeout=1)
+    with pytest.raises(BaseException, match="the tiny did not print `listening on http://127.0.0.1:PORT` .exited -9") as failed:
+        hung.wait_listening()
+    assert type(failed.value).__name__ == "Failed"  # asleep: hung, not starved
+    assert hung.proc.returncode == -9 and time.monotonic() - started < 10
+    with pytest.raises(BaseException, match="did not exit within 1 s") as failed:
+        mp.Service(server, ["hang"], timeout=1).wait()
+    assert type(failed.value).__name__ == "Failed"
+    with pytest.raises(BaseException, match="the tiny did not print .*exited 3") as failed:
+        mp.Service(server, ["exit", 3]).wait_listening()
+    assert type(failed.value).__name__ == "Failed"
+    # Under a rule that calls any wait starved, the same hung service gets no verdict.
+    monkeypatch.setattr(mp, "STARVED_WAIT_SHARE", 0.0)
+    monkeypatch.setattr(mp, "STARVED_CONTAINER_CPUS", 1e9)
+    starved = mp.Service(server, ["hang"], timeout=1)
+    with pytest.raises(mp.NoVerdict, match="the tiny did not start listening within 1 s .*starved"):
+        starved.wait_listening()
+    assert starved.proc.returncode == -9

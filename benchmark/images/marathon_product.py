@@ -3,7 +3,9 @@
 Installed in the scorer image beside ``marathon_parallel`` and ``marathon_claim``; gate
 conftests import it (``from marathon_product import Product``). A :class:`Product` is one
 check's product: a private copy of the snapshot (its working directory), a HOME and a scratch
-directory for the check's inputs and the product's state. Its runs:
+directory for the check's inputs and the product's state. A run goes to completion
+(:meth:`Product.run`, :meth:`Product.spawn`), is fed its stdin piecemeal (:meth:`Product.start`),
+or is a server the check talks to (:class:`Service`). Its runs:
 
 - run as the product's uid: in the scorer container the runner (pytest) is uid 0 holding only
   the capabilities it needs to manage the product, and pytest process K runs every product
@@ -33,6 +35,7 @@ import array
 import fcntl
 import os
 import platform
+import re
 import select
 import selectors
 import shutil
@@ -585,6 +588,166 @@ class Streaming(_Run):
             pass
 
 
+#: The line a server product prints on stdout once it listens (group 1: the port).
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+
+
+class _Drain(threading.Thread):
+    """Reads a pipe to its end, keeping at most :data:`OUTPUT_LIMIT` bytes of it (the rest is read
+    and dropped); calls ``on_line`` with each line read."""
+
+    def __init__(self, pipe, on_line=None):
+        super().__init__(daemon=True)
+        self.pipe, self.on_line, self.data = pipe, on_line, bytearray()
+        self.start()
+
+    def run(self):
+        for line in iter(self.pipe.readline, b""):
+            if len(self.data) < OUTPUT_LIMIT:  # a product that writes without end is bounded
+                self.data += line[:OUTPUT_LIMIT - len(self.data)]
+            if self.on_line:
+                self.on_line(line)
+        self.pipe.close()
+
+    def text(self) -> str:
+        return _decode(bytes(self.data))
+
+
+class Service:
+    """A server product run that the check talks to itself (e.g. over HTTP on 127.0.0.1).
+
+    Started at once through :meth:`Product.popen` (stdin empty; killed by :meth:`Product.close`
+    too), it is ready when it prints ``listening on http://127.0.0.1:PORT`` on stdout
+    (:data:`LISTENING`): :meth:`wait_listening` sets :attr:`port`. Two threads read its stdout
+    and stderr all along, keeping at most :data:`OUTPUT_LIMIT` bytes of each (:attr:`stdout`,
+    :attr:`stderr`). Every wait is bounded by ``timeout`` seconds: past it the service is killed
+    and the check fails, unless the kernel shows the host starved it of CPU (:class:`CpuUse`):
+    then the check has no verdict (:class:`NoVerdict`). The command line (and its port flag) is
+    the gate's: ``Service(product, ["--state", state, "--port", "0"])``.
+
+    Args:
+        product: the check's product.
+        args: the arguments after the product's command (``str()`` of each is passed).
+        timeout: seconds each wait may take: to start listening, to exit by itself, to stop
+            after SIGTERM.
+
+    Attributes:
+        argv: the whole command line, ``product.command`` then ``args``.
+        port: the port from the listening line (int), None until it is printed.
+        run: the product run (:meth:`_Run.cpu_use`, :meth:`_Run.kill_group`).
+        proc: its ``subprocess.Popen``.
+    """
+
+    def __init__(self, product: "Product", args, timeout: float = DEFAULT_TIMEOUT):
+        args = [str(arg) for arg in args]
+        self.name = product.name
+        self.argv = [*product.command, *args]
+        self.timeout = timeout
+        self.port: int | None = None
+        self._listening = threading.Event()
+        self.run = product.popen(*args)
+        self.proc = self.run.proc
+        self._out = _Drain(self.proc.stdout, self._line)
+        self._err = _Drain(self.proc.stderr)
+
+    def _line(self, line: bytes) -> None:
+        match = LISTENING.search(_decode(line))
+        if match and self.port is None:
+            self.port = int(match.group(1))
+            self._listening.set()
+
+    def wait_listening(self) -> "Service":
+        """Wait until the service prints its listening line; return self (``port`` set).
+
+        Raises:
+            NoVerdict: ``timeout`` s passed and the host starved the service.
+            pytest's Failed: it exited first, or ``timeout`` s passed otherwise (it is killed).
+        """
+        deadline = time.monotonic() + self.timeout
+        while not self._listening.wait(0.01):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.no_verdict_if_starved("did not start listening", self.timeout)
+                self.kill()
+                _fail(f"the {self.name} did not print `listening on http://127.0.0.1:PORT` "
+                      f"({self.describe()})")
+        return self
+
+    def no_verdict_if_starved(self, what: str, limit: float) -> None:
+        """Call when a wait on the running service passed its limit (``limit`` s; ``what`` the
+        service failed to do, for the message): raises :class:`NoVerdict` (after killing it) if
+        the host starved it of CPU; returns otherwise, e.g. if it exited."""
+        if self.proc.poll() is None:
+            use = self.run.cpu_use()
+            if use.starved:
+                self.kill()
+                raise NoVerdict(f"the {self.name} {what} within {limit:g} s ({use.describe()}): "
+                                "the host starved it of CPU")
+
+    def kill(self) -> None:
+        """SIGKILL the service (and anything it started in its process group) and reap it."""
+        if self.proc.poll() is None:
+            self.run.kill_group()
+        self.proc.wait()
+        self._out.join(5)
+        self._err.join(5)
+
+    def terminate(self) -> int:
+        """SIGTERM the service and wait for it to exit; its exit status (negative: the signal).
+
+        Raises:
+            pytest's Failed: still running ``timeout`` s later (it is killed; SIGTERM stops a
+                service).
+        """
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                _fail(f"the {self.name} did not stop within {self.timeout:g} s of SIGTERM")
+        self.kill()
+        return self.proc.returncode
+
+    def wait(self) -> int:
+        """Wait for the service to exit by itself (e.g. on a bad command line); its exit status.
+
+        Raises:
+            NoVerdict: still running ``timeout`` s later and the host starved it.
+            pytest's Failed: still running ``timeout`` s later otherwise (it is killed).
+        """
+        try:
+            self.proc.wait(self.timeout)
+        except subprocess.TimeoutExpired:
+            self.no_verdict_if_starved("did not exit", self.timeout)
+            self.kill()
+            _fail(f"`{' '.join(self.argv[1:])}` did not exit within {self.timeout:g} s")
+        self.kill()
+        return self.proc.returncode
+
+    @property
+    def stdout(self) -> str:
+        """Its standard output so far (at most :data:`OUTPUT_LIMIT` bytes), decoded as UTF-8."""
+        return self._out.text()
+
+    @property
+    def stderr(self) -> str:
+        """Its standard error so far (at most :data:`OUTPUT_LIMIT` bytes), decoded as UTF-8."""
+        return self._err.text()
+
+    def describe(self) -> str:
+        """Exit status and output tails, for failure messages."""
+        code = self.proc.poll()
+        return (f"{'running' if code is None else f'exited {code}'}; stdout {self.stdout[-300:]!r}; "
+                f"stderr {self.stderr[-800:]!r}")
+
+
+def _fail(message: str) -> None:
+    """Fail the check with ``message`` (pytest's Failed, no traceback)."""
+    import pytest
+
+    pytest.fail(message, pytrace=False)
+
+
 # --- the product of one check ------------------------------------------------------------
 
 
@@ -751,7 +914,8 @@ class Product:
         it itself (e.g. a server it talks to): ``.proc`` is the ``Popen``; ``.cpu_use()``
         tells a starved run from a hung one when the check's own wait runs out (raise
         :class:`NoVerdict` when ``.starved``); killed by :meth:`close`. The check reads the
-        pipes itself and must bound what it keeps (:data:`OUTPUT_LIMIT`)."""
+        pipes itself and must bound what it keeps (:data:`OUTPUT_LIMIT`); :class:`Service` does
+        all this for a server."""
         run = _Run(self, self._popen(args, stdout, env, stdin=stdin, stderr=stderr),
                    [str(a) for a in args])
         self._runs.append(run)

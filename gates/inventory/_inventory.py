@@ -517,7 +517,7 @@ class Shop:
 
     @property
     def client(self) -> Client:
-        return Client(self.process.port, self.process._no_verdict_if_starved, self.answers)
+        return Client(self.process.port, self.process.no_verdict_if_starved, self.answers)
 
     def restart(self, kill: bool = True) -> None:
         """SIGKILL (or SIGTERM) the service and start it again on the same state."""

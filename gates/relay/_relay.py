@@ -585,7 +585,7 @@ class Scenario:
 
     @property
     def client(self) -> Client:
-        return self.process.client
+        return Client(self.process.port)
 
     # requests --------------------------------------------------------------------------
 

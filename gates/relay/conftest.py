@@ -8,33 +8,25 @@
   ``MARATHON_SNAPSHOT``), as a black box driven over HTTP on 127.0.0.1.
 
 The product runs through ``marathon_product`` (installed in the scorer image): as its own uid,
-in a copy of the snapshot it owns, with a scrubbed environment (PATH, HOME, LANG).
-:class:`RelayProcess` (readiness, kill) is kept small and separate from the checks' logic in
-``_relay.py``. Every wait is bounded: a relay that does not report its port, or does not exit,
-fails the check instead of hanging it, unless the kernel shows the host starved it of CPU
-(then the check has no verdict, and the scoring is repeated).
+in a copy of the snapshot it owns, with a scrubbed environment (PATH, HOME, LANG); each relay
+is a ``marathon_product.Service`` (readiness, bounded output, kill), kept separate from the
+checks' logic in ``_relay.py``. Every wait is bounded (20 s): a relay that does not report its
+port, or does not exit, fails the check instead of hanging it, unless the kernel shows the host
+starved it of CPU (then the check has no verdict, and the scoring is repeated).
 """
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from marathon_product import OUTPUT_LIMIT, NoVerdict, Product
+from marathon_product import Product, Service
 
-from _relay import Client, Subscriber
+from _relay import Subscriber
 
 TAGS = ("genuine", "contract")
-#: Seconds a relay may take to start listening (Node start-up on a loaded machine).
-START_TIMEOUT = 20.0
-#: Seconds a run-to-completion or a stopping relay may take.
-EXIT_TIMEOUT = 20.0
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
 def pytest_configure(config):
@@ -79,117 +71,6 @@ def seed() -> int:
         raise pytest.UsageError(f"MARATHON_SEED must be an integer, got {raw!r}") from None
 
 
-class _Drain(threading.Thread):
-    """Reads a pipe to the end into memory; calls ``on_line`` with each complete line."""
-
-    def __init__(self, pipe, on_line=None):
-        super().__init__(daemon=True)
-        self.pipe, self.on_line, self.data = pipe, on_line, bytearray()
-        self.start()
-
-    def run(self):
-        for line in iter(self.pipe.readline, b""):
-            if len(self.data) < OUTPUT_LIMIT:  # a relay that writes without end is bounded
-                self.data += line[:OUTPUT_LIMIT - len(self.data)]
-            if self.on_line:
-                self.on_line(line)
-        self.pipe.close()
-
-    def text(self) -> str:
-        return bytes(self.data).decode("utf-8", errors="replace")
-
-
-class RelayProcess:
-    """One running relay: its process, its port once listening, its captured stdout/stderr."""
-
-    def __init__(self, product: Product, args: list[str]):
-        self.argv = [*product.command, *args]
-        self.port: int | None = None
-        self._listening = threading.Event()
-        self.run = product.popen(*args)
-        self.proc = self.run.proc
-        self._out = _Drain(self.proc.stdout, self._line)
-        self._err = _Drain(self.proc.stderr)
-
-    def _line(self, line: bytes) -> None:
-        match = LISTENING.search(line.decode("utf-8", errors="replace"))
-        if match and self.port is None:
-            self.port = int(match.group(1))
-            self._listening.set()
-
-    def wait_listening(self) -> "RelayProcess":
-        """Wait until the relay printed its listening line; fail the check if it exits first."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._listening.wait(0.01):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self._no_verdict_if_starved("did not start listening", START_TIMEOUT)
-                self.kill()
-                pytest.fail(f"the relay did not print `listening on http://127.0.0.1:PORT` "
-                            f"({self.describe()})", pytrace=False)
-        return self
-
-    @property
-    def client(self) -> Client:
-        """An HTTP client for this relay."""
-        assert self.port is not None
-        return Client(self.port)
-
-    def _no_verdict_if_starved(self, what: str, limit: float) -> None:
-        """Past a wait's limit: no verdict if the host starved the relay (see marathon_product)."""
-        if self.proc.poll() is None:
-            use = self.run.cpu_use()
-            if use.starved:
-                self.kill()
-                raise NoVerdict(f"the relay {what} within {limit:g} s ({use.describe()}): "
-                                "the host starved it of CPU")
-
-    def kill(self) -> None:
-        """SIGKILL the relay (and anything it started) and reap it."""
-        if self.proc.poll() is None:
-            self.run.kill_group()
-        self.proc.wait()
-        self._out.join(5)
-        self._err.join(5)
-
-    def terminate(self) -> int:
-        """SIGTERM the relay and wait for it to exit; its exit status. A relay still running
-        :data:`EXIT_TIMEOUT` s later is killed and fails the check (SIGTERM stops the relay)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(EXIT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                pytest.fail(f"the relay did not stop within {EXIT_TIMEOUT:g} s of SIGTERM", pytrace=False)
-        self.kill()
-        return self.proc.returncode
-
-    def wait(self) -> int:
-        """Wait for the relay to exit by itself (it is killed past the limit; the check fails)."""
-        try:
-            self.proc.wait(EXIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self._no_verdict_if_starved("did not exit", EXIT_TIMEOUT)
-            self.kill()
-            pytest.fail(f"`{' '.join(self.argv[1:])}` did not exit within {EXIT_TIMEOUT:g} s", pytrace=False)
-        self.kill()
-        return self.proc.returncode
-
-    @property
-    def stdout(self) -> str:
-        return self._out.text()
-
-    @property
-    def stderr(self) -> str:
-        return self._err.text()
-
-    def describe(self) -> str:
-        """Exit status and output tail, for failure messages."""
-        code = self.proc.poll()
-        return (f"{'running' if code is None else f'exited {code}'}; stdout {self.stdout[-300:]!r}; "
-                f"stderr {self.stderr[-800:]!r}")
-
-
 class RelayRunner(Product):
     """Starts relays from a private copy of the snapshot (without ``node_modules``), as the
     product uid; keeps every process it started (killed by :meth:`close`)."""
@@ -198,11 +79,11 @@ class RelayRunner(Product):
         super().__init__(snapshot, tmp, ["node", "src/main.ts"], name="relay",
                          ignore=(".git", "node_modules"))
 
-    def spawn(self, *args) -> RelayProcess:
+    def spawn(self, *args) -> Service:
         """Start ``node src/main.ts ARGS...`` without waiting for anything."""
-        return RelayProcess(self, [str(a) for a in args])
+        return Service(self, args)
 
-    def start(self, state: Path, *flags) -> RelayProcess:
+    def start(self, state: Path, *flags) -> Service:
         """Start a relay on ``state`` (``--port 0``) and wait until it listens."""
         return self.spawn("--state", state, "--port", "0", *flags).wait_listening()
 
