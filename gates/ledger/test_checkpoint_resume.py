@@ -22,7 +22,7 @@ import pytest
 import copy
 
 from _events import (
-    EventGen, Model, accounts_of, mask_card, mask_email, assert_counts, mixed_outcomes, nonblank_lines, outcomes_in_force, to_lines,
+    EventGen, Model, accounts_of, counts_of, mask_card, mask_email, assert_counts, mixed_outcomes, nonblank_lines, outcomes_in_force, to_lines,
     write_lines, write_raw,
 )
 from _kills import kill_points
@@ -187,23 +187,51 @@ def test_checkpoint_interval_and_source_do_not_change_result(ledger, seed):
 
 @pytest.mark.contract
 def test_checkpoint_file_is_valid_json(ledger, seed):
-    """checkpoint.json exists and is valid JSON after a run with --checkpoint-every, and after a kill."""
+    """checkpoint.json exists and is valid JSON after a run with --checkpoint-every, and after a
+    kill that came after N lines or more (N = 5, and N = 1: a checkpoint after every line)."""
     gen = EventGen(seed, "ckpt-file", n_accounts=4)
     lines = to_lines(gen.stream(23))
-    done, killed = ledger.path("done"), ledger.path("killed")
+    done, killed, killed_1 = ledger.path("done"), ledger.path("killed"), ledger.path("killed-every-1")
     completed = ledger.spawn_ingest(write_lines(ledger.path("events.jsonl"), lines), done, "--checkpoint-every", "5")
-    run = ledger.start("ingest", "-", "--state", killed, "--checkpoint-every", "5")
-    run.feed("".join(line + "\n" for line in lines[:12]))
-    run.wait_idle(killed)
-    run.kill()
+    for state, every, fed in ((killed, "5", 12), (killed_1, "1", 3)):
+        run = ledger.start("ingest", "-", "--state", state, "--checkpoint-every", every)
+        run.feed("".join(line + "\n" for line in lines[:fed]))
+        run.wait_idle(state)
+        run.kill()
     completed.result()
-    for state in (done, killed):
+    for state in (done, killed, killed_1):
         path = state / "checkpoint.json"
         assert path.is_file(), f"no checkpoint.json in the state directory ({state.name} run)"
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise AssertionError(f"checkpoint.json is not valid JSON ({state.name} run): {exc}") from None
+
+
+@pytest.mark.genuine
+def test_a_different_input_after_a_kill_is_processed_in_full(ledger, seed):
+    """Killed after a checkpoint, then given another input (not the killed run's): every event
+    of the new input is applied. A checkpoint resumes the same input only; one that matched on
+    the line count alone would skip the new input's first lines."""
+    gen = EventGen(seed, "ckpt-other-input", n_accounts=4)
+    first = to_lines(gen.stream(16))
+    state = ledger.path("state")
+    run = ledger.start("ingest", "-", "--state", state, "--checkpoint-every", "4")
+    run.feed("".join(line + "\n" for line in first[:13]))
+    run.wait_idle(state)
+    run.kill()
+    # Credits only (no overdraft whatever part of the killed run was kept), in time order.
+    other = [gen.make(gen.rng.choice(gen.accounts), "credit", gen.rng.randint(100, 900), gen.tick())
+             for _ in range(14)]
+    result = ledger.ingest(write_lines(ledger.path("other.jsonl"), to_lines(other)), state,
+                           "--checkpoint-every", "4")
+    assert counts_of(result.stdout).get("applied") == len(other), (
+        f"the other input's {len(other)} new events were not all applied: {result.stdout.strip()!r}")
+    logged = [log_entry(line)[0] if isinstance(log_entry(line), tuple) else line
+              for line in nonblank_lines(state / "events.jsonl")]
+    missing = [event["id"] for event in other if logged.count(event["id"]) != 1]
+    assert not missing, (f"{len(missing)} of the other input's {len(other)} events are not in "
+                         f"events.jsonl exactly once (first: {missing[0]})")
 
 
 def opened_state(ledger, gen, name="opening"):

@@ -7,6 +7,7 @@ Expectations come from the model in ``_events``.
 """
 
 import json
+import os
 
 import pytest
 
@@ -51,6 +52,14 @@ def test_each_reason_code_is_recorded(ledger, seed):
     assert_counts(result.stdout, expected["counts"])
     records = [json.loads(line) for line in nonblank_lines(state / "rejects.jsonl")]
     assert records == expected["rejects"]
+    # ledger.log: `rejected line=N reason=R id=ID`, without `id=` when the line has none (E4).
+    logged = [line for line in nonblank_lines(state / "ledger.log") if line.startswith("rejected")]
+    wanted = [f"rejected line={r['line']} reason={r['reason']}" + (f" id={r['id']}" if r["id"] is not None else "")
+              for r in expected["rejects"]]
+    assert logged == wanted, (
+        f"ledger.log's rejected lines differ from the brief's form (first difference at rejected line "
+        f"{next((i for i, (a, b) in enumerate(zip(logged, wanted), 1) if a != b), min(len(logged), len(wanted)) + 1)}"
+        f": {logged[:3]!r} ..., expected {wanted[:3]!r} ...)")
 
 
 @pytest.mark.genuine
@@ -97,16 +106,21 @@ def test_rejected_ids_are_not_seen(ledger, seed):
     second = retry[2:] + [json.dumps(gen.event()) for _ in range(5)]
     model = Model()
     state = ledger.path("state")
-    for name, lines in (("a", first), ("b", second)):
+    # The second file is named relative to the product's working directory, with a name that
+    # sorts before `-` (stdin): an input path is a file, whatever its first character.
+    second_path = write_lines(ledger.workdir / "+b.jsonl", second)
+    for name, lines, path in (("a", first, write_lines(ledger.path("a.jsonl"), first)),
+                              ("b", second, second_path.name)):
         expected = model.ingest(lines, allow=("applied", "rejected"))
-        result = ledger.ingest(write_lines(ledger.path(f"{name}.jsonl"), lines), state)
+        result = ledger.ingest(path, state)
         assert_counts(result.stdout, expected["counts"])
         assert accounts_of(state) == model.balances, f"balances wrong after file {name}"
 
 
 @pytest.mark.genuine
 def test_overdraft_checks_the_current_balance(ledger, seed):
-    """A debit may take a balance to exactly 0, not below; the balance is the one at that line."""
+    """A debit may take a balance to exactly 0, not below; the balance is the one at that line;
+    an amount of a single cent is valid."""
     gen = EventGen(seed, "neg-overdraft", n_accounts=3)
     first = gen.stream(9)
     for account in gen.accounts:
@@ -118,6 +132,8 @@ def test_overdraft_checks_the_current_balance(ledger, seed):
             gen.make(account, "credit", refill, gen.tick()),
             gen.make(account, "debit", refill + 1, gen.tick()),  # overdraft
             gen.make(account, "debit", refill, gen.tick()),  # applied: 0 again
+            gen.make(account, "credit", 1, gen.tick()),  # a single cent is a positive amount
+            gen.make(account, "debit", 1, gen.tick()),  # applied: 0 again
         ]
     # an account with no event yet has balance 0: a debit of a single cent is an overdraft
     first.append(dict(gen.make(gen.accounts[0], "debit", 1, gen.tick()), account="acct-0000"))
@@ -135,8 +151,9 @@ def test_overdraft_checks_the_current_balance(ledger, seed):
 
 @pytest.mark.contract
 def test_usage_errors_exit_2(ledger, seed):
-    """A missing input file, an unknown command, a missing --state and option values out of
-    range each exit 2 with one line on stderr; the state stays as it was."""
+    """A missing or unreadable input file, an unknown command, no command at all, a missing
+    --state and option values out of range each exit 2 with one line on stderr; the state stays
+    as it was."""
     gen = EventGen(seed, "neg-usage", n_accounts=3)
     state = ledger.path("state")
     unknown_run = ledger.spawn("frobnicate", "--state", ledger.path("other-state"))  # runs beside the ingest
@@ -161,7 +178,12 @@ def test_usage_errors_exit_2(ledger, seed):
         "--checkpoint-every 0": ("ingest", src, "--state", state, "--checkpoint-every", "0"),
         "--allowed-lateness -1": ("ingest", src, "--state", state, "--allowed-lateness", "-1"),
         "replay without --state": ("replay",),
+        "no command": (),
     }
+    if ledger.uid is not None or os.geteuid() != 0:  # a file the product cannot read (not as root)
+        unreadable = write_lines(ledger.path("unreadable.jsonl"), to_lines(gen.stream(3)))
+        unreadable.chmod(0)
+        bad_usage["an input file it cannot read"] = ("ingest", unreadable, "--state", state)
     runs = {name: ledger.spawn(*args) for name, args in bad_usage.items()}
     for name, run in runs.items():
         result = run.result()
