@@ -137,6 +137,8 @@ def test_answer_and_status_documents(relay, endpoints, seed):
     assert doc.get("id") == event_id and doc.get("topic") == "order.paid" and doc.get("status") == "accepted", doc
     assert doc.get("payload") == redact(body["payload"]), "GET /events/{id}: payload is not the masked payload"
     sc.settle()
+    # Acknowledged is not yet recorded: wait (bounded) until the relay counts both deliveries.
+    sc.wait_recorded("docs", 2)
     event = client.get(f"/events/{event_id}").json()
     assert event.get("deliveries") == {sc.sub_ids["docs"]: "delivered"}, f"GET /events/{{id}} deliveries: {event}"
     sub = client.get(f"/subscriptions/{sc.sub_ids['docs']}")

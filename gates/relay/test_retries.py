@@ -111,6 +111,7 @@ def test_attempt_numbers_backoff_and_dead_letter_document(relay, endpoints, seed
     idem = sc.gen.idempotency_key()
     sc.post(idem, body)
     sc.settle()
+    sc.wait_recorded("orders", 1)  # the sentinel acknowledged AND recorded, before the documents
     attempts = [d for d in sub.received if d.event == sc.ids[idem]]
     assert [d.attempt for d in attempts] == ["1", "2", "3"], \
         f"X-Relay-Attempt of the three attempts: {[d.attempt for d in attempts]}"
