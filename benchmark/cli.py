@@ -193,7 +193,7 @@ def new(name: str, language: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Output directory (tables, summary.md, resumable sessions).  [default: results/mutate-MARATHON]")
 @click.option("--seeds", "seeds_text", default="0,1,2", show_default=True,
-              help="Comma-separated seeds; each mutant is scored on them in turn until one kills it.")
+              help="Comma-separated seeds; each mutant is scored on them in turn until one kills it or times out.")
 @click.option("--sample", type=click.IntRange(min=1), help="Score a seeded random sample of N candidate mutants.  [default: all]")
 @click.option("--seed", "sample_seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,

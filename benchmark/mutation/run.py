@@ -5,8 +5,9 @@ Data flows one way: :func:`plan` enumerates the mutants (through the marathon's
 sample and finds what an earlier session already scored; :func:`score_pending` scores the rest
 with the real scorer (:func:`benchmark.scorer.score`, the limits of ``marathon validate``), one
 mutant at a time per worker, seed after seed until one kills it (a later seed cannot change a
-killed mutant's outcome, so it is not scored: about a third of the scorings on 3 seeds), and
-appends each result to the session's store
+killed mutant's outcome, so it is not scored: about a third of the scorings on 3 seeds) or one
+runs out of time (a hung mutant would cost the whole time limit on every seed; not scoring it
+again can only lower the kill rate), and appends each result to the session's store
 the moment it is known; :mod:`benchmark.mutation.summary` turns the plan and the results into the
 table and the Markdown summary.
 
@@ -318,8 +319,11 @@ def score_pending(p: Plan, *, jobs: int, scored: Callable[[], None] = lambda: No
                 finally:
                     scored()
                 verdicts.append(SeedVerdict.of(seed, results))
-                if verdicts[-1].failed:
-                    break  # killed: no later seed can change the outcome
+                if verdicts[-1].failed or verdicts[-1].timeouts:
+                    # killed: no later seed can change the outcome; timed out: a hung mutant
+                    # costs the scoring's whole time limit per seed, and not scoring it again
+                    # can only keep it from being killed (a conservative rate)
+                    break
         result = ScoredMutant(id=mutant.id, verdicts=verdicts, seconds=round(time.monotonic() - start, 3))
         with lock:
             with p.store.open("a", encoding="utf-8") as f:

@@ -155,7 +155,7 @@ def summary_markdown(p: Plan, table: pd.DataFrame, command: str) -> str:
         f"{counts.get('equivalent', 0)} reviewed as equivalent; {p.candidates} candidates.",
         f"- Filters: {'; '.join(p.source.filters)}.",
         f"- Scored: {sampled}, each on seed{'s' if len(p.seeds) > 1 else ''} "
-        f"{', '.join(map(str, p.seeds))}{' in turn up to the first that kills it' if len(p.seeds) > 1 else ''} with the real scorer (image `{p.image}`, the limits of "
+        f"{', '.join(map(str, p.seeds))}{' in turn up to the first that kills it or times out' if len(p.seeds) > 1 else ''} with the real scorer (image `{p.image}`, the limits of "
         "`marathon validate`).",
         f"- Session `{p.session.name}`; written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
         f"- Reproduce: `{command}`. Method and definitions: `docs/gates-quality.md`.",
