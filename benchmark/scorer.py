@@ -114,9 +114,14 @@ class ScorerLimits(BaseModel):
 
     check_timeout_s: float = 60.0
     """Per-check time limit in seconds (pytest-timeout); a check over it is ``error``."""
-    total_timeout_s: float = 300.0
+    total_timeout_s: float = 1200.0
     """Limit for the whole scoring in seconds; past it the container is killed and every check
-    without a verdict is ``error``."""
+    without a verdict is ``error``. A backstop, set above what a hung product costs: each of
+    its checks fails at its first product run past the run's limit (20 s), so the 34 checks of
+    the largest gate set here take at most about 700 s even in a single pytest process. At
+    300 s (before 2026-12-02) a product that never started made the scoring run out of time,
+    every check lost its verdict and the trial stopped as a scoring failure instead of
+    scoring red gates."""
     processes: int = Field(default=2, ge=1)
     """pytest processes running the checks side by side (``marathon_parallel`` in the scorer
     image: each takes the next check nobody has claimed). Checks are independent (own temp
