@@ -53,13 +53,17 @@ def test_each_reason_code_is_recorded(ledger, seed):
     records = [json.loads(line) for line in nonblank_lines(state / "rejects.jsonl")]
     assert records == expected["rejects"]
     # ledger.log: `rejected line=N reason=R id=ID`, without `id=` when the line has none (E4).
-    logged = [line for line in nonblank_lines(state / "ledger.log") if line.startswith("rejected")]
-    wanted = [f"rejected line={r['line']} reason={r['reason']}" + (f" id={r['id']}" if r["id"] is not None else "")
-              for r in expected["rejects"]]
-    assert logged == wanted, (
-        f"ledger.log's rejected lines differ from the brief's form (first difference at rejected line "
-        f"{next((i for i, (a, b) in enumerate(zip(logged, wanted), 1) if a != b), min(len(logged), len(wanted)) + 1)}"
-        f": {logged[:3]!r} ..., expected {wanted[:3]!r} ...)")
+    # Only these leading tokens are checked: what else a line holds is the privacy gate's business.
+    logged = [line.split() for line in nonblank_lines(state / "ledger.log") if line.startswith("rejected")]
+    assert len(logged) == len(expected["rejects"]), \
+        f"ledger.log has {len(logged)} rejected lines for {len(expected['rejects'])} rejected input lines"
+    for number, (tokens, record) in enumerate(zip(logged, expected["rejects"]), start=1):
+        wanted = ["rejected", f"line={record['line']}", f"reason={record['reason']}"]
+        if record["id"] is not None:
+            wanted.append(f"id={record['id']}")
+        ok = tokens[:len(wanted)] == wanted and (
+            record["id"] is not None or not any(token.startswith("id=") for token in tokens))
+        assert ok, f"ledger.log rejected line {number}: {' '.join(tokens)[:200]!r}, expected {' '.join(wanted)!r}"
 
 
 @pytest.mark.genuine
