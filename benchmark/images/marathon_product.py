@@ -148,6 +148,8 @@ def kill_user(uid: int, limit_s: float = 5.0) -> int:
     until then), except this process's own children, which it reaps itself. Needs ``CAP_KILL``
     when ``uid`` is not the caller's; forks nothing, so it works when the process limit is reached.
     """
+    if not _user_pids(uid, ""):  # the usual case after a check: nothing left, one scan
+        return 0
     deadline = time.monotonic() + limit_s
     # Skip stopped ("T"), traced ("t"), dead ("X") and zombie ("Z") processes: none can fork.
     _signal_until_none(uid, signal.SIGSTOP, "TtXZ", deadline)

@@ -193,9 +193,11 @@ def test_checkpoint_file_is_valid_json(ledger, seed):
     lines = to_lines(gen.stream(23))
     done, killed, killed_1 = ledger.path("done"), ledger.path("killed"), ledger.path("killed-every-1")
     completed = ledger.spawn_ingest(write_lines(ledger.path("events.jsonl"), lines), done, "--checkpoint-every", "5")
-    for state, every, fed in ((killed, "5", 12), (killed_1, "1", 3)):
-        run = ledger.start("ingest", "-", "--state", state, "--checkpoint-every", every)
-        run.feed("".join(line + "\n" for line in lines[:fed]))
+    runs = {state: ledger.start("ingest", "-", "--state", state, "--checkpoint-every", every)
+            for state, every in ((killed, "5"), (killed_1, "1"))}  # side by side
+    for state, fed in ((killed, 12), (killed_1, 3)):
+        runs[state].feed("".join(line + "\n" for line in lines[:fed]))
+    for state, run in runs.items():
         run.wait_idle(state)
         run.kill()
     completed.result()
