@@ -106,17 +106,22 @@ def _pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-def _user_pids(uid: int, skip_states: str) -> list[int]:
-    """Processes whose real uid is ``uid``, except this one and those whose state (first field
-    of ``/proc/PID/stat``) is in ``skip_states``."""
+def _user_processes(uid: int) -> list[tuple[int, str, int]]:
+    """``(pid, state, parent pid)`` of every process whose real uid is ``uid``, except this one
+    (state: the first field of ``/proc/PID/stat``, e.g. ``R``, ``T``, ``Z``)."""
     out = []
     for pid in _pids():
         if pid == os.getpid() or _real_uid(pid) != uid:
             continue
         fields = _stat_fields(pid)
-        if fields is not None and fields[0] not in skip_states:
-            out.append(pid)
+        if fields is not None:
+            out.append((pid, fields[0], int(fields[1])))
     return out
+
+
+def _user_pids(uid: int, skip_states: str) -> list[int]:
+    """Processes whose real uid is ``uid``, except this one and those in ``skip_states``."""
+    return [pid for pid, state, _ in _user_processes(uid) if state not in skip_states]
 
 
 def _signal_until_none(uid: int, sig: int, skip_states: str, deadline: float) -> int:
@@ -158,8 +163,7 @@ def kill_user(uid: int, limit_s: float = 5.0) -> int:
     # are reaped by the container's PID 1 (marathon_parallel), so wait for that, or the next
     # check could find the limit still reached. This process's own children are left to it.
     while time.monotonic() < deadline + 2 * limit_s and any(
-            (_stat_fields(pid) or ["X", str(os.getpid())])[1] != str(os.getpid())
-            for pid in _user_pids(uid, "")):
+            parent != os.getpid() for _, _, parent in _user_processes(uid)):
         time.sleep(0.001)
     return killed
 

@@ -105,14 +105,15 @@ class SeedVerdict(BaseModel):
 
 class ScoredMutant(BaseModel):
     """One line of a session's store (``scored.jsonl``): a mutant scored seed after seed, up to
-    the first seed that killed it (or on every seed)."""
+    the first seed that killed it or timed out (or on every seed)."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str
     """The mutant's id."""
     verdicts: list[SeedVerdict]
-    """One verdict per seed scored, in seed order; the last is the first that killed it, if any."""
+    """One verdict per seed scored, in seed order; the last is the first that killed it or timed
+    out, if any."""
     seconds: float = Field(ge=0)
     """Wall time of the mutant's scorings (copy, apply, every seed), seconds."""
 
@@ -289,9 +290,9 @@ def check_baseline(p: Plan, *, jobs: int, scored: Callable[[], None] = lambda: N
 
 def score_pending(p: Plan, *, jobs: int, scored: Callable[[], None] = lambda: None,
                   finished: Callable[[Mutant, ScoredMutant], None] = lambda m, r: None) -> None:
-    """Score every pending mutant seed after seed until one kills it, ``jobs`` mutants at a
-    time, appending each result to the session store (flushed and fsynced) as soon as its last
-    seed is scored.
+    """Score every pending mutant seed after seed until one kills it or times out, ``jobs``
+    mutants at a time, appending each result to the session store (flushed and fsynced) as
+    soon as its last seed is scored.
 
     Each mutant is written into its own temporary copy of the reference. On an interruption
     (``KeyboardInterrupt``) queued mutants are cancelled, running ones finish and are stored,

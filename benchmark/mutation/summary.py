@@ -55,8 +55,8 @@ class MutantRow(BaseModel):
     """Why skipped (``operator filter``, ``pragma: no mutate``, ``not sampled``) or, for an
     equivalent mutant, the reviewed reason; empty otherwise."""
     seeds: str
-    """Seeds scored, comma-separated, in order up to the first that killed it; empty when not
-    scored."""
+    """Seeds scored, comma-separated, in order up to the first that killed it or timed out;
+    empty when not scored."""
     seeds_killed: str
     """Seeds on which some check failed, comma-separated."""
     killing_gates: str

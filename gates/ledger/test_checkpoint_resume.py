@@ -229,8 +229,8 @@ def test_a_different_input_after_a_kill_is_processed_in_full(ledger, seed):
                            "--checkpoint-every", "4")
     assert counts_of(result.stdout).get("applied") == len(other), (
         f"the other input's {len(other)} new events were not all applied: {result.stdout.strip()!r}")
-    logged = [log_entry(line)[0] if isinstance(log_entry(line), tuple) else line
-              for line in nonblank_lines(state / "events.jsonl")]
+    entries = [log_entry(line) for line in nonblank_lines(state / "events.jsonl")]
+    logged = [entry[0] if isinstance(entry, tuple) else entry for entry in entries]
     missing = [event["id"] for event in other if logged.count(event["id"]) != 1]
     assert not missing, (f"{len(missing)} of the other input's {len(other)} events are not in "
                          f"events.jsonl exactly once (first: {missing[0]})")
