@@ -2,7 +2,8 @@
 
 - ``marathon-base``: a minimal Debian bookworm root file system made by ``debootstrap`` from the
   host's configured Debian mirror and imported (no container registry is needed), with python3,
-  pytest, pytest-timeout and git.
+  pytest, pytest-timeout, git and libfaketime (gates run a product with its wall clock moved,
+  :func:`marathon_product.shifted_clock`).
 - ``marathon-scorer``: the base plus the scorer's pytest config and launcher, and ``/scorer``
   (mode 0700: the product uid cannot enter it), where the gates and reports are mounted.
 - ``marathon-agent``: the base plus Node, npm and socat, the ``marathon-check`` command
@@ -49,9 +50,10 @@ RECIPES = Path(__file__).parent / "images"
 
 #: Debian suite of the base image.
 DEBIAN_SUITE = "bookworm"
-#: Packages of the base image (besides debootstrap's minbase set).
+#: Packages of the base image (besides debootstrap's minbase set). ``libfaketime`` (an
+#: ``LD_PRELOAD`` library, no daemon) lets a gate run the product with its wall clock moved.
 BASE_PACKAGES = ("python3", "python3-pytest", "python3-pytest-timeout", "git",
-                 "ca-certificates", "procps")
+                 "ca-certificates", "procps", "libfaketime")
 #: Where a declared agent's packages and TOML go in its derived image.
 AGENT_PREFIX = "/opt/marathon/agents"
 

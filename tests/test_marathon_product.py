@@ -1,6 +1,7 @@
 """``marathon_product`` (the scorer image's product runner) on the host: the starvation rule,
 the kernel figures it reads, output bounds, a server run (``Service``: readiness, kill and
-restart, bounded output, hung versus starved), and the per-check clean-up of the product's files.
+restart, bounded output, hung versus starved), the per-check clean-up of the product's files,
+and (in a scorer container) a run with a shifted wall clock as the product uid.
 
 The attacks through a real scorer container are in tests/test_scorer_attacks.py.
 """
@@ -20,6 +21,7 @@ from benchmark.images import RECIPES
 
 sys.path.insert(0, str(RECIPES))
 import marathon_product as mp  # noqa: E402
+from tests.answer_fixtures import scorer_image  # noqa: E402,F401
 
 PRODUCT = Path(__file__).parent / "fixtures" / "hostile" / "reference" / "e1"
 
@@ -149,3 +151,53 @@ def test_a_hung_or_exited_service_fails_the_check_and_a_starved_one_has_no_verdi
     with pytest.raises(mp.NoVerdict, match="the tiny did not start listening within 1 s .*starved"):
         starved.wait_listening()
     assert starved.proc.returncode == -9
+
+
+SHIFTED_RUN = r"""
+import glob, json, os, pathlib, tempfile, time
+import marathon_product as mp
+scratch = pathlib.Path(tempfile.mkdtemp())
+scratch.chmod(0o755)
+product = mp.Product(pathlib.Path("/opt/marathon"), scratch, ["python3"], name="python3")
+code = "import datetime, os, time; print(time.time(), datetime.date.today().year, os.getuid())"
+shifted = product.run("-c", code, env=mp.shifted_clock(days=400))
+plain = product.run("-c", code)
+product.close()
+print(json.dumps({"now": time.time(), "shifted": [shifted.returncode, shifted.stdout, shifted.stderr],
+                  "plain": plain.stdout, "shm": [(p, os.stat(p).st_uid) for p in glob.glob("/dev/shm/*")]}))
+"""
+
+
+@pytest.mark.docker
+def test_a_shifted_clock_run_sees_the_date_400_days_ahead_as_the_product_uid(scorer_image):
+    """``shifted_clock`` in the scorer image: the product, run as its own uid, reads a wall clock
+    400 days ahead (the year too), without an error, and leaves nothing of the runner's in
+    ``/dev/shm``. ``libfaketime`` preloaded into the uid switch itself (run as the runner) leaves
+    a root-owned semaphore that the product cannot open, and the run fails: the loader
+    variables must reach the product only after the switch."""
+    import json
+
+    from benchmark.docker_env import client
+    from benchmark.scorer import RUNNER_CAPABILITIES
+
+    logs = client().containers.run(
+        scorer_image, ["python3", "-I", "-c", SHIFTED_RUN], entrypoint=[], user="0:0", remove=True,
+        network_disabled=True, cap_drop=["ALL"], cap_add=list(RUNNER_CAPABILITIES),
+        security_opt=["no-new-privileges"], environment={mp.PRODUCT_UID_ENV: "2000"},
+        tmpfs={"/tmp": "rw,exec,mode=1777"}, stdout=True, stderr=True)
+    got = json.loads(logs.decode().strip().splitlines()[-1])
+    code, stdout, stderr = got["shifted"]
+    assert code == 0 and stderr == "", got
+    shifted_time, shifted_year, uid = stdout.split()
+    plain_time, plain_year, _ = got["plain"].split()
+    assert uid == "2000"
+    assert abs(float(shifted_time) - got["now"] - 400 * 86400) < 60
+    assert abs(float(plain_time) - got["now"]) < 60
+    assert int(shifted_year) > int(plain_year)
+    assert all(owner == 2000 for _, owner in got["shm"]), got["shm"]
+
+
+def test_shifted_clock_is_none_without_libfaketime(monkeypatch, tmp_path):
+    """Where the library is not installed, the check learns it (and can fall back to waiting)."""
+    monkeypatch.setattr(mp, "FAKETIME_LIBRARIES", str(tmp_path / "*" / "libfaketime.so.1"))
+    assert mp.shifted_clock(days=400) is None

@@ -270,7 +270,7 @@ def test_killed_at_any_step_resumes_to_uninterrupted_state(ledger, seed):
     reference = ledger.clone(opening, "uninterrupted")
     ledger.ingest(*args[:1], reference, *args[1:], env=ledger.fault_env(trace=trace))
     steps = ledger.steps(trace)
-    points = kill_points(steps, gen.rng, limit=6, anywhere=1)
+    points = kill_points(steps, gen.rng, limit=4, anywhere=1)
     repeated = sorted(gen.rng.sample(points, 2)) if len(points) >= 2 else points
 
     # Both inputs in one, on an empty state (no checkpoint yet when the first kill comes).
@@ -281,21 +281,30 @@ def test_killed_at_any_step_resumes_to_uninterrupted_state(ledger, seed):
     fresh_reference = ledger.path("fresh-uninterrupted")
     ledger.ingest(fresh_src, fresh_reference, *args[1:], env=ledger.fault_env(trace=fresh_trace))
     fresh_steps = ledger.steps(fresh_trace)
-    fresh_points = kill_points(fresh_steps[:len(fresh_steps) // 3], gen.rng, limit=2)
+    # killed before the first checkpoint is written: logs appended, nothing committed (without a
+    # step naming a checkpoint: in the first third of the run)
+    first_checkpoint = next((number for number, label in enumerate(fresh_steps, start=1)
+                             if "checkpoint" in label.lower()), len(fresh_steps) // 3)
+    fresh_points = kill_points(fresh_steps[:first_checkpoint], gen.rng, limit=2)
 
     chains = {f"killed-at-{point}": [point] for point in points}
-    chains["killed-twice"] = repeated
     states = {name: ledger.clone(opening, name) for name in chains}
     for point in fresh_points:
         chains[f"fresh-killed-at-{point}"] = [point]
         states[f"fresh-killed-at-{point}"] = ledger.path(f"fresh-killed-at-{point}")
-    for round_ in range(max(len(kills) for kills in chains.values())):
+    # killed twice: its first kill is killed-at-repeated[0]'s, so it starts from a copy of that
+    # state once the first kills are done, and is killed again at repeated[1]
+    chains["killed-twice"] = repeated
+    for round_ in range(max([1, *map(len, chains.values())])):
         runs = [ledger.spawn_ingest(fresh_src if name.startswith("fresh") else src, states[name], *args[1:],
                                     expect_ok=False,
                                     env=ledger.fault_env(kill_at=kills[round_]))
-                for name, kills in chains.items() if round_ < len(kills)]
+                for name, kills in chains.items() if round_ < len(kills) and (name, round_) != ("killed-twice", 0)]
         for run in runs:
             run.result()
+        if round_ == 0:
+            states["killed-twice"] = (ledger.clone(states[f"killed-at-{repeated[0]}"], "killed-twice")
+                                      if repeated else ledger.clone(opening, "killed-twice"))
     completed = {False: copy.deepcopy(model), True: copy.deepcopy(fresh_model)}  # the input once more
     completed[False].ingest(lines, allow=tuple(outcomes) + ("applied",))
     completed[True].ingest(to_lines(earlier) + lines, allow=tuple(outcomes) + ("applied",))
