@@ -3,7 +3,7 @@
 Prints the median wall time of ``benchmark.scorer.score`` on the final reference (all gates
 active) over N repetitions, beside two baselines: a bare ``docker run --rm IMAGE true`` and the
 same pytest run directly on the host (the same number of pytest processes sharing the checks,
-no container). Target (issue: ledger marathon): under
+no container), then each check's median wall time in the container. Target (issue: ledger marathon): under
 3 s median on the 2-core machine.
 
 Usage: python benchmarks/bench_scorer.py [--marathon ledger] [--repeats 7]
@@ -79,7 +79,13 @@ def main() -> int:
     n_pass = sum(r.outcome == Outcome.passed for r in results)
     docker_client = client()
 
-    score_times = _times(lambda: score(ref, m, last, seed=0, image=image), args.repeats)
+    check_times: dict[str, list[float]] = {}
+
+    def scored_once() -> None:
+        for result in score(ref, m, last, seed=0, image=image):
+            check_times.setdefault(f"{result.gate}/{result.check}", []).append(result.duration_s)
+
+    score_times = _times(scored_once, args.repeats)
     scored = statistics.median(score_times)
     bare = _median_time(lambda: docker_client.containers.run(image, "true", remove=True,
                                                              network_disabled=True), args.repeats)
@@ -94,6 +100,12 @@ def main() -> int:
     print(f"  same pytest run on the host:     {host:.2f} s ({ScorerLimits().processes} processes)")
     print(f"  baseline sum:                    {bare + host:.2f} s; scorer overhead {scored - bare - host:+.2f} s")
     print(f"  machine speed now: a fixed Python loop took {loop:.2f} s (compare runs only at similar values)")
+    per_check = sorted(((statistics.median(times), name) for name, times in check_times.items()), reverse=True)
+    total = sum(seconds for seconds, _ in per_check)
+    print(f"per-check cost (median wall seconds inside the container, {ScorerLimits().processes} "
+          f"processes share them; sum {total:.2f} s):")
+    for seconds, name in per_check:
+        print(f"  {seconds:6.3f} s  {100 * seconds / total:4.1f}%  {name}")
     print("PASS" if scored < TARGET_S else "OVER TARGET")
     return 0
 
