@@ -182,7 +182,9 @@ def test_a_key_reused_for_another_event_is_a_conflict(relay, endpoints, seed):
 
 @pytest.mark.contract
 def test_bad_command_lines_exit_2_with_one_line(relay, endpoints, seed):
-    """A missing --state, an unknown flag and bad numbers each exit 2 with one stderr line."""
+    """A missing --state, an unknown flag and bad numbers each exit 2 with one stderr line that
+    names the problem: the option at fault, in a line that differs from the line of a problem
+    with another option."""
     state = relay.path("state")
     runs = {
         "no --state": relay.spawn("--port", "0"),
@@ -202,10 +204,19 @@ def test_bad_command_lines_exit_2_with_one_line(relay, endpoints, seed):
              "--retry-base-ms -5": "--retry-base-ms", "--port abc": "--port", "--port 65536": "--port",
              "--state without a value": "--state", "--retry-base-ms 10ms": "--retry-base-ms",
              "--max-attempts x3": "--max-attempts"}
+    said = {}
     for what, process in runs.items():
         code = process.wait()
         lines = [line for line in process.stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, f"{what}: expected exit 2 and one stderr line, got {process.describe()}"
         assert names[what] in lines[0], f"{what}: the stderr line does not name {names[what]}: {lines[0]!r}"
+        said[what] = lines[0]
+    # A line that names the problem differs between problems with different options at fault (a
+    # usage synopsis alone names every option, whatever the problem).
+    for one in runs:
+        for other in runs:
+            if names[one] != names[other]:
+                assert said[one] != said[other], \
+                    f"{one} and {other}: the same stderr line, which names neither problem: {said[one]!r}"
     good.wait_listening()
     assert good.proc.poll() is None, f"--retry-base-ms 0 --max-attempts 1: {good.describe()}"
