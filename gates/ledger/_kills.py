@@ -26,10 +26,13 @@ def _key(label: str) -> str:
 def kill_points(steps: list[str], rng: random.Random, limit: int, anywhere: int = 0) -> list[int]:
     """Up to ``limit`` distinct kill points (1-based step numbers, for ``kill_at``), sorted.
 
-    First, for each distinct structural step (occurrences drawn at random): just after two
-    occurrences of every file opened for writing (a torn write) and of every rename (one file
-    committed, the next not yet) and just before ``print`` and the last step (output and
-    commit); then points just before or after other structural steps; then any step.
+    First, one point for each distinct commit step (occurrences drawn at random): just after
+    every file opened for writing (a torn write) and every rename (one file committed, the
+    next not yet), just before ``print`` and the last step (output and commit); then a second
+    occurrence of each file opened and each rename (another point of the input); then points
+    just before or after other structural steps; then any step. Each distinct commit step thus
+    gets a point before any gets two: with ``limit - anywhere`` at least their number, every
+    one is killed at, whatever the draw.
     ``anywhere`` of the points are drawn among all steps first (mid-stream states). Without a
     trace (the product exited abnormally or not through Python), points are drawn from 1..40.
     """
@@ -41,6 +44,7 @@ def kill_points(steps: list[str], rng: random.Random, limit: int, anywhere: int 
         if label.startswith(_STRUCTURAL):
             occurrences.setdefault(_key(label), []).append(number)
     first: list[int] = [total]  # just before the last step
+    again: list[int] = []  # a commit step's second occurrence
     second: list[int] = []
     for key in sorted(occurrences):
         number = rng.choice(occurrences[key])
@@ -51,7 +55,9 @@ def kill_points(steps: list[str], rng: random.Random, limit: int, anywhere: int 
             if temporary:
                 second.append(number + 1)
             else:
-                first += [other + 1 for other in rng.sample(occurrences[key], min(2, len(occurrences[key])))]
+                picked = [other + 1 for other in rng.sample(occurrences[key], min(2, len(occurrences[key])))]
+                first.append(picked[0])
+                again += picked[1:]
             second.append(number)
         elif key == "print":
             first.append(number)
@@ -59,11 +65,12 @@ def kill_points(steps: list[str], rng: random.Random, limit: int, anywhere: int 
         else:
             second += [number, number + 1]
     rng.shuffle(first)
+    rng.shuffle(again)
     rng.shuffle(second)
     rest = list(range(1, total + 1))
     rng.shuffle(rest)
     points: list[int] = []
-    for number in rest[:anywhere] + first + second + rest[anywhere:]:
+    for number in rest[:anywhere] + first + again + second + rest[anywhere:]:
         if 1 <= number <= total and number not in points:
             points.append(number)
         if len(points) == limit:

@@ -270,7 +270,7 @@ def test_killed_at_any_step_resumes_to_uninterrupted_state(ledger, seed):
     reference = ledger.clone(opening, "uninterrupted")
     ledger.ingest(*args[:1], reference, *args[1:], env=ledger.fault_env(trace=trace))
     steps = ledger.steps(trace)
-    points = kill_points(steps, gen.rng, limit=5, anywhere=1)
+    points = kill_points(steps, gen.rng, limit=6, anywhere=1)
     repeated = sorted(gen.rng.sample(points, 2)) if len(points) >= 2 else points
 
     # Both inputs in one, on an empty state (no checkpoint yet when the first kill comes).
