@@ -3,8 +3,8 @@
 Prints the median wall time of ``benchmark.scorer.score`` on the final reference (all gates
 active) over N repetitions, beside two baselines: a bare ``docker run --rm IMAGE true`` and the
 same pytest run directly on the host (the same number of pytest processes sharing the checks,
-no container), then each check's median wall time in the container. Target (issue: ledger marathon): under
-3 s median on the 2-core machine.
+no container), then each check's median wall time in the container. Target (issue: ledger
+marathon): under 3 s median on the 2-core machine.
 
 Usage: python benchmarks/bench_scorer.py [--marathon ledger] [--repeats 7]
 """
